@@ -1,0 +1,134 @@
+"""The models of `edge.yaml`: listeners, limits, upstreams, audit, server.
+
+Each section is a frozen model with defaults that run on a laptop; identity,
+policy and quota sections join here as they are built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from edge.config.base import ByteSize, Duration, Frozen
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+UPSTREAM_SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
+
+
+class ServerTLS(Frozen):
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    require_client_cert: bool = False
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _client_ca_for_required(self) -> ServerTLS:
+        if self.require_client_cert and self.client_ca is None:
+            raise ValueError("require_client_cert needs client_ca (the CA bundle client certificates chain to)")
+        return self
+
+
+class Listener(Frozen):
+    host: str = "0.0.0.0"
+    port: Port = 8080
+    tls: ServerTLS | None = None
+
+
+class Listeners(Frozen):
+    http: Listener | None = Listener()
+    grpc: Listener | None = None
+    admin: Listener | None = Listener(host="127.0.0.1", port=9901)
+
+
+class Limits(Frozen):
+    max_body: ByteSize = Field(default=10 * 2**20, description="413 above this")
+    max_header_line: ByteSize = Field(default=8190, description="431 for a longer request line or header")
+    max_headers: int = Field(default=100, ge=1, description="431 for more header fields")
+    max_grpc_message: ByteSize = 4 * 2**20
+
+
+class UpstreamTLS(Frozen):
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+    verify: bool = True
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> UpstreamTLS:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together (client certificate for mutual TLS)")
+        return self
+
+
+class Upstream(Frozen):
+    endpoints: tuple[str, ...] = Field(min_length=1)
+    timeout: Duration = 30.0
+    connect_timeout: Duration = 5.0
+    max_connections: int = Field(default=256, ge=1)
+    keepalive: Duration = 60.0
+    preserve_host: bool = False
+    tls: UpstreamTLS | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        protocols = set()
+        for url in endpoints:
+            parts = urlsplit(url)
+            if parts.scheme not in UPSTREAM_SCHEMES or not parts.hostname:
+                raise ValueError(
+                    f"expected an endpoint URL such as http://host:port or grpcs://host:port (got {url!r})"
+                )
+            if parts.path not in ("", "/") or parts.query:
+                raise ValueError(
+                    f"an endpoint is scheme://host:port only; use a route's rewrite for paths (got {url!r})"
+                )
+            protocols.add(UPSTREAM_SCHEMES[parts.scheme][0])
+        if len(protocols) > 1:
+            raise ValueError("all endpoints of one upstream speak the same protocol (http/https or grpc/grpcs)")
+        return endpoints
+
+    @property
+    def protocol(self) -> str:
+        return UPSTREAM_SCHEMES[urlsplit(self.endpoints[0]).scheme][0]
+
+
+class FileSink(Frozen):
+    type: Literal["file"]
+    path: Path
+
+
+class StdoutSink(Frozen):
+    type: Literal["stdout"]
+
+
+class Audit(Frozen):
+    sinks: tuple[Annotated[FileSink | StdoutSink, Field(discriminator="type")], ...] = ()
+    queue_size: int = Field(default=65536, ge=1)
+
+
+class Forwarding(Frozen):
+    trusted_proxies: int = Field(default=0, ge=0, description="X-Forwarded-For hops to trust for the client address")
+    request_id_header: str = "x-request-id"
+
+
+class Server(Frozen):
+    drain_timeout: Duration = 15.0
+    watch_interval: Duration = Field(default=0.25, gt=0)
+    instance_id: str | None = None
+
+
+class EdgeConfig(Frozen):
+    listeners: Listeners = Listeners()
+    routes_file: Path = Path("routes.yaml")
+    protos: Path | None = None
+    upstreams: dict[str, Upstream] = {}
+    limits: Limits = Limits()
+    audit: Audit = Audit()
+    forwarding: Forwarding = Forwarding()
+    server: Server = Server()

@@ -1,0 +1,65 @@
+"""The one pipeline both front doors run: stages, then forward, then audit.
+
+`Pipeline.run(call, forward, deliver)` asks each stage in order; a stage
+returns None to go on or a `Denial` to answer locally. Otherwise `forward`
+sends the call upstream. `deliver` is the front door writing the reply in its
+protocol; the audit record is written in `finally`, after the reply went out,
+so it holds the final status and byte counts of every call, allowed or denied.
+Expected failures (`EdgeError`) become local replies here, and only here;
+anything else is logged with its traceback and answered as INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from edge.call import Call, Denial, Reply
+from edge.errors import EdgeError, Status
+from edge.pipeline.audit import AuditLog
+
+Stage = Callable[[Call], Awaitable[Denial | None]]
+Forward = Callable[[Call], Awaitable[Reply]]
+Deliver = Callable[[Call, Reply], Awaitable[None]]
+
+log = logging.getLogger("edge.pipeline")
+
+NO_ROUTE = "no route for this path"
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage], audit: AuditLog) -> None:
+        self.stages = tuple(stages)
+        self.audit = audit
+
+    async def run(self, call: Call, forward: Forward, deliver: Deliver) -> None:
+        reply: Reply | None = None
+        try:
+            reply = await self._reply(call, forward)
+            await deliver(call, reply)
+        except (asyncio.CancelledError, ConnectionError):
+            if reply is None or reply.denial is None:
+                reply = Reply(http_status=499, status=Status.CANCELLED, message="caller went away")
+            raise
+        finally:
+            self.audit.record(call, reply)
+
+    async def _reply(self, call: Call, forward: Forward) -> Reply:
+        try:
+            if call.rejected is not None:
+                return Reply.local(call.rejected)
+            if call.route is None:
+                return Reply.local(Denial(Status.UNIMPLEMENTED, NO_ROUTE, http=404))
+            for stage in self.stages:
+                denial = await stage(call)
+                if denial is not None:
+                    return Reply.local(denial)
+            return await forward(call)
+        except EdgeError as error:
+            return Reply.local(Denial.from_error(error))
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("unexpected error handling %s %s (request %s)", call.method, call.path, call.request_id)
+            return Reply.local(Denial(Status.INTERNAL, "internal error", http=500))

@@ -1,0 +1,193 @@
+"""The gateway's lifetimes in one place: listeners, upstream clients, audit writer, reload watcher.
+
+`Gateway` is an async context manager built on an `AsyncExitStack`: whatever
+it starts, it stops in reverse order. Shutdown drains: listeners stop
+accepting, in-flight calls get up to `server.drain_timeout` to finish, then the
+audit queue is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from edge.call import Call, Reply
+from edge.config import ConfigError, Settings, load_routes
+from edge.config.gateway import Listener
+from edge.errors import UpstreamUnavailable
+from edge.frontends.admin import admin_app
+from edge.frontends.http import HttpDoor
+from edge.pipeline import Pipeline
+from edge.pipeline.audit import AuditLog, FileSink, Sink, StdoutSink
+from edge.routes import LiveTable, RouteTable
+from edge.tls import server_context
+from edge.upstream import Upstream
+from edge.upstream.http import HttpUpstream
+
+log = logging.getLogger("edge.server")
+
+
+def bind(listener: Listener) -> socket.socket:
+    """A listening socket; binding here (not in aiohttp) lets port 0 report the port it got."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((listener.host, listener.port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        config = settings.config
+        self.table = LiveTable(RouteTable.from_specs(settings.routes.routes))
+        self.upstreams: dict[str, Upstream] = {}
+        self.audit = AuditLog(self._sinks(), config.audit.queue_size, config.server.instance_id or socket.gethostname())
+        self.pipeline = Pipeline([], self.audit)
+        self.ports: dict[str, int] = {}
+        self.last_reload_error: list[str] | None = None
+        self.last_reload_at: float | None = None
+        self._routes_signature = _signature(settings.routes_path)
+        self._stack = AsyncExitStack()
+        self._reload_lock = asyncio.Lock()
+
+    def _sinks(self) -> list[Sink]:
+        sinks: list[Sink] = []
+        for sink in self.settings.config.audit.sinks:
+            sinks.append(FileSink(sink.path) if sink.type == "file" else StdoutSink())
+        return sinks
+
+    async def forward(self, call: Call) -> Reply:
+        assert call.route is not None
+        upstream = self.upstreams.get(call.route.upstream)
+        if upstream is None:
+            raise UpstreamUnavailable(f"upstream {call.route.upstream!r} is not configured")
+        return await upstream.send(call)
+
+    async def __aenter__(self) -> Gateway:
+        stack = self._stack
+        await stack.__aenter__()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        config = self.settings.config
+        self.audit.start()
+        stack.push_async_callback(self.audit.aclose)
+        stack.push_async_callback(self._close_upstreams)
+        self._ensure_upstreams(self.settings)
+        listeners = config.listeners
+        if listeners.http is not None:
+            door = HttpDoor(
+                self.table,
+                self.pipeline,
+                self.forward,
+                config.limits,
+                config.forwarding,
+                "https" if listeners.http.tls else "http",
+            )
+            await self._serve("http", listeners.http, door.server(), stack)
+        if listeners.admin is not None:
+            runner = web.AppRunner(admin_app(self), access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            sock = bind(listeners.admin)
+            self.ports["admin"] = sock.getsockname()[1]
+            await web.SockSite(runner, sock).start()
+        if self.settings.routes_path is not None:
+            watcher = asyncio.get_running_loop().create_task(
+                self._watch(self.settings.routes_path), name="routes-watcher"
+            )
+            stack.push_async_callback(_cancel, watcher)
+
+    async def _serve(self, name: str, listener: Listener, server: web.Server, stack: AsyncExitStack) -> None:
+        runner = web.ServerRunner(
+            server, shutdown_timeout=self.settings.config.server.drain_timeout, handle_signals=False
+        )
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        sock = bind(listener)
+        self.ports[name] = sock.getsockname()[1]
+        ssl_context = server_context(listener.tls) if listener.tls else None
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        log.info("%s listener on %s:%d", name, listener.host, self.ports[name])
+
+    def _ensure_upstreams(self, settings: Settings) -> None:
+        """Start clients for upstreams not seen before; existing ones (and their pools) are kept."""
+        for name, config in settings.upstreams().items():
+            if name not in self.upstreams and config.protocol == "http":
+                self.upstreams[name] = HttpUpstream(name, config)
+
+    async def _close_upstreams(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+
+    async def reload(self) -> list[str] | None:
+        """Load the routes file again; all or nothing. Returns the problems, or None when it took."""
+        path = self.settings.routes_path
+        if path is None:
+            return ["no routes file is configured"]
+        async with self._reload_lock:
+            self.last_reload_at = time.time()
+            try:
+                routes = await asyncio.to_thread(load_routes, path, self.settings.config)
+                table = RouteTable.from_specs(routes.routes)
+            except ConfigError as error:
+                self.last_reload_error = error.problems
+                log.error(
+                    "routes reload rejected, still serving generation %d:\n  %s",
+                    self.table.generation,
+                    "\n  ".join(error.problems),
+                )
+                return error.problems
+            self.settings = Settings(self.settings.config, routes, self.settings.config_path, path)
+            self._ensure_upstreams(self.settings)
+            self.table.swap(table)
+            self.last_reload_error = None
+            log.info("routes reloaded: %d routes, generation %d", len(table.routes), self.table.generation)
+            return None
+
+    async def _watch(self, path: Path) -> None:
+        interval = self.settings.config.server.watch_interval
+        while True:
+            await asyncio.sleep(interval)
+            signature = _signature(path)
+            if signature != self._routes_signature and signature is not None:
+                self._routes_signature = signature
+                await self.reload()
+
+
+def _signature(path: Path | None) -> tuple[int, int, int] | None:
+    """What the watcher compares each tick: cheap to read, and changed by every write or rename."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,19 @@
+"""Upstream clients: one interface, `send(call) -> Reply`, one implementation per protocol.
+
+Third-party errors (aiohttp's, grpc's) are mapped to `EdgeError`s here, where
+they enter, so nothing above knows which client library raised them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from edge.call import Call, Reply
+
+
+class Upstream(Protocol):
+    name: str
+
+    async def send(self, call: Call) -> Reply: ...
+
+    async def aclose(self) -> None: ...
