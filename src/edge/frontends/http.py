@@ -183,6 +183,7 @@ class _Handler(RequestHandler):
             status=code,
             body=error_body(code, Status.RESOURCE_EXHAUSTED if too_large else Status.INVALID_ARGUMENT, text),
             content_type=JSON,
+            headers={"x-request-id": os.urandom(16).hex()},
         )
         response.force_close()
         return response

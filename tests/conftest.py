@@ -1,0 +1,97 @@
+"""Shared fixtures: real aiohttp backends on loopback and a gateway built from YAML files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from edge.config import load
+from edge.server import Gateway
+
+StartBackend = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest.fixture
+async def start_backend() -> AsyncIterator[StartBackend]:
+    """Serve an aiohttp app on a free loopback port; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class GatewayFiles:
+    """A gateway's edge.yaml and routes file in a temp folder, and the running gateway."""
+
+    def __init__(self, folder: Path, stack: AsyncExitStack) -> None:
+        self.folder = folder
+        self.stack = stack
+        self.config_path = folder / "edge.yaml"
+        self.routes_path = folder / "routes.yaml"
+        self.audit_path = folder / "audit.jsonl"
+        self.gateway: Gateway | None = None
+
+    def write_routes(self, routes: Any) -> None:
+        text = routes if isinstance(routes, str) else yaml.safe_dump(routes, sort_keys=False)
+        tmp = self.routes_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.routes_path)
+
+    async def start(self, routes: Any, upstreams: dict[str, Any] | None = None, **sections: Any) -> Gateway:
+        config: dict[str, Any] = {
+            "listeners": {
+                "http": {"host": "127.0.0.1", "port": 0},
+                "admin": {"host": "127.0.0.1", "port": 0},
+            },
+            "routes_file": "routes.yaml",
+            "upstreams": upstreams or {},
+            "audit": {"sinks": [{"type": "file", "path": str(self.audit_path)}]},
+            "server": {"drain_timeout": "2s", "watch_interval": "50ms"},
+        }
+        for key, value in sections.items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.write_routes(routes)
+        self.gateway = await self.stack.enter_async_context(Gateway(load(self.config_path)))
+        return self.gateway
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return f"http://127.0.0.1:{self.gateway.ports['http']}"
+
+    @property
+    def admin(self) -> str:
+        assert self.gateway is not None
+        return f"http://127.0.0.1:{self.gateway.ports['admin']}"
+
+    async def stop(self) -> None:
+        await self.stack.aclose()
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+
+@pytest.fixture
+async def edge(tmp_path: Path) -> AsyncIterator[GatewayFiles]:
+    async with AsyncExitStack() as stack:
+        yield GatewayFiles(tmp_path, stack)
