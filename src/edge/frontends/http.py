@@ -22,6 +22,7 @@ from edge.body import RequestBody
 from edge.call import Call, Denial, Metadata, Peer, Reply
 from edge.config.gateway import Forwarding, Limits
 from edge.errors import EdgeError, PayloadTooLarge, Status
+from edge.forwarded import client_address
 from edge.paths import PathError, canonical_path
 from edge.pipeline import Forward, Pipeline
 from edge.routes import LiveTable
@@ -80,12 +81,16 @@ class HttpDoor:
         metadata = Metadata((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers)
         request_id = metadata.get(self.forwarding.request_id_header)
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        address = peer[0] if peer else "unknown"
+        if self.forwarding.trusted_proxies:
+            forwarded = [str(v) for v in metadata.getall("x-forwarded-for")]
+            address = client_address(address, forwarded, self.forwarding.trusted_proxies)
         raw_path, _, query = request.raw_path.partition("?")
         call = Call(
             ingress="http",
             method=request.method,
             path=raw_path,
-            peer=Peer(peer[0], peer[1]) if peer else Peer("unknown"),
+            peer=Peer(address, peer[1] if peer else 0),
             metadata=metadata,
             query=query,
             host=request.host,
