@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the gateway")
     serve.add_argument("-c", "--config", type=Path, help="edge.yaml (default: the embedded example config)")
+    serve.add_argument("--workers", type=int, default=1, help="gateway processes sharing the ports (default 1)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate edge.yaml and its routes file, serve nothing")
@@ -98,7 +100,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
         return 1
-    _run(_serve_until_signal(settings))
+    if args.workers > 1:
+        from edge.workers import supervise
+
+        return supervise(args.config, args.workers, args.log_level)
+    _run(_serve_until_signal(settings, reuse_port=args.reuse_port))
     return 0
 
 
@@ -111,12 +117,12 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = None) -> None:
+async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = None, reuse_port: bool = False) -> None:
     from edge.server import Gateway
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with Gateway(settings) as gateway:
+    async with Gateway(settings, reuse_port=reuse_port) as gateway:
         reloads: set[asyncio.Task[object]] = set()
 
         def reload() -> None:

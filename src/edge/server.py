@@ -35,11 +35,16 @@ from edge.upstream.http import HttpUpstream
 log = logging.getLogger("edge.server")
 
 
-def bind(listener: Listener) -> socket.socket:
-    """A listening socket; binding here (not in aiohttp) lets port 0 report the port it got."""
+def bind(listener: Listener, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; binding here (not in aiohttp) lets port 0 report the port it got.
+
+    With `reuse_port`, worker processes bind the same port and the kernel spreads connections.
+    """
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((listener.host, listener.port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -47,8 +52,9 @@ def bind(listener: Listener) -> socket.socket:
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port
         config = settings.config
         self.table = LiveTable(RouteTable.from_specs(settings.routes.routes))
         self.upstreams: dict[str, Upstream] = {}
@@ -110,7 +116,7 @@ class Gateway:
             runner = web.AppRunner(admin_app(self), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            sock = bind(listeners.admin)
+            sock = bind(listeners.admin, self.reuse_port)
             self.ports["admin"] = sock.getsockname()[1]
             await web.SockSite(runner, sock).start()
         if self.settings.routes_path is not None:
@@ -125,7 +131,7 @@ class Gateway:
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        sock = bind(listener)
+        sock = bind(listener, self.reuse_port)
         self.ports[name] = sock.getsockname()[1]
         ssl_context = server_context(listener.tls) if listener.tls else None
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()
