@@ -179,6 +179,8 @@ class _Handler(RequestHandler):
     def handle_error(
         self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):
+            raise ConnectionResetError("the client went away") from exc
         if status == 500 or not isinstance(exc, BadHttpMessage):
             return super().handle_error(request, status, exc, message)
         too_large = isinstance(exc, LineTooLong) or "Too many headers" in str(exc)
