@@ -1,0 +1,67 @@
+"""The hash chain: every record carries the SHA-256 of the record before it.
+
+A record's hash is taken over its canonical JSON (keys sorted, no spaces,
+UTF-8), which is also exactly the line the sinks write, so a reader can check
+a line by hashing it. `Chain` hands out sequence numbers and links; it runs
+in the writer thread only, so the chain order is the sequence order is the
+order the records were queued in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+GENESIS = "0" * 64
+
+
+class Entry(NamedTuple):
+    """A sealed record as the sinks see it: its sequence number and its canonical JSON line (no newline)."""
+
+    seq: int
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a chain ends: the last record's sequence number and hash."""
+
+    seq: int
+    hash: str
+
+
+def canonical(record: dict[str, Any]) -> str:
+    """The one text of a record that is hashed and written; values JSON cannot hold are written as text."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def line_hash(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()
+
+
+def head_of(line: str) -> Head:
+    """The head a stored line ends a chain at; ValueError when it is not a sealed record."""
+    record = json.loads(line)
+    if not isinstance(record, dict) or not isinstance(record.get("seq"), int):
+        raise ValueError("not a sealed audit record")
+    return Head(record["seq"], line_hash(canonical(record)))
+
+
+class Chain:
+    def __init__(self, head: Head | None = None) -> None:
+        self.seq = head.seq if head else 0
+        self.hash = head.hash if head else GENESIS
+
+    def seal(self, record: dict[str, Any], sign: Callable[[str], str] | None = None) -> Entry:
+        """Give the record the next number and the previous hash; `sign` adds `sig` over the rest."""
+        seq = self.seq + 1
+        record["seq"] = seq
+        record["prev"] = self.hash
+        if sign is not None:
+            record["sig"] = sign(canonical(record))
+        line = canonical(record)
+        self.seq, self.hash = seq, line_hash(line)
+        return Entry(seq, line)
