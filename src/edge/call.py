@@ -135,6 +135,7 @@ class Call:
     host: str = ""
     scheme: str = "http"
     request_id: str = ""
+    trace_id: str = ""  # W3C trace id of `traceparent`, the same one sent upstream and audited
     deadline: float | None = None  # time.monotonic() value, from the caller or the route
     started: float = field(default_factory=time.monotonic)
     route: Route | None = None
@@ -145,6 +146,7 @@ class Call:
     bytes_in: int = 0
     bytes_out: int = 0
     decisions: dict[str, Any] = field(default_factory=dict)
+    reply_headers: list[tuple[str, str]] = field(default_factory=list)  # stages' additions to any reply (RateLimit-*)
     rejected: Denial | None = None  # set by a front door that could not make sense of the request
 
     def remaining(self) -> float | None:

@@ -52,6 +52,35 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start an example backend and the gateway in front of it, and call it once")
     demo.add_argument("--port", type=int, default=8080)
     demo.set_defaults(run=_demo)
+
+    certs = commands.add_parser("certs", help="write a dev CA, server and client certificates, and a token signing key")
+    certs.add_argument("--dir", type=Path, default=Path("dev-certs"), help="where to write them (default: dev-certs)")
+    certs.add_argument("--host", action="append", help="server name or IP (repeatable; default: localhost, 127.0.0.1)")
+    certs.add_argument("--client", action="append", help="client certificate CN or email (repeatable; default: veteran)")
+    certs.add_argument("--org", default="DoD", help="O= of client certificates (default: DoD)")
+    certs.add_argument("--unit", action="append", help="OU= of client certificates (repeatable; default: CAC)")
+    certs.add_argument("--force", action="store_true", help="overwrite files already there")
+    certs.set_defaults(run=_certs)
+
+    token = commands.add_parser("token", help="mint a JWT with the dev signing key that `edge certs` wrote")
+    token.add_argument("--sub", required=True, help="subject")
+    token.add_argument("--role", action="append", default=[], help="role (repeatable)")
+    token.add_argument("--dir", type=Path, default=Path("dev-certs"), help="where `edge certs` wrote the key")
+    token.add_argument("--issuer", default=None, help="iss (default: the dev issuer)")
+    token.add_argument("--aud", default=None, help="aud (default: edge)")
+    token.add_argument("--ttl", type=float, default=3600, help="seconds until exp (default: 3600)")
+    token.set_defaults(run=_token)
+
+    audit = commands.add_parser("audit", help="audit trail tools").add_subparsers(required=True, metavar="ACTION")
+    verify = audit.add_parser("verify", help="check the hash chain, sequence and signatures of audit files")
+    verify.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audit files (rotated ones too), any order")
+    verify.add_argument("--key", type=Path, help="Ed25519 public key (PEM) that signed the checkpoints")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=_audit_verify)
+    keygen = audit.add_parser("keygen", help="write an Ed25519 key pair for signing checkpoints")
+    keygen.add_argument("private", type=Path, help="where the private key goes (audit.signing_key)")
+    keygen.add_argument("public", type=Path, help="where the public key goes (edge audit verify --key)")
+    keygen.set_defaults(run=_audit_keygen)
     return parser
 
 
@@ -70,10 +99,13 @@ def _example_config() -> Path:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from edge.routes import RouteTable
+
     settings = _load(args.config)
     if settings is None:
         return 1
-    print(f"{args.config}: ok ({len(settings.routes.routes)} routes, {len(settings.upstreams())} upstreams)")
+    table = RouteTable.from_specs(settings.routes.routes)
+    print(f"{args.config}: ok ({len(table.routes)} routes, {len(settings.upstreams())} upstreams)")
     return 0
 
 
@@ -83,16 +115,14 @@ def _routes(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
         return 1
-    table = RouteTable.from_specs(settings.routes.routes)
-    rows = [route.describe() for route in table.routes]
+    routes = RouteTable.from_specs(settings.routes.routes).ordered()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([route.describe() for route in routes], indent=2))
         return 0
-    for row in rows:
-        methods = ",".join(row["methods"]) or "*"  # type: ignore[arg-type]
-        print(
-            f"{row['kind']:<9} {methods:<10} {row['match']!s:<40} -> {row['upstream']}{'  rewrite ' + str(row['rewrite']) if row['rewrite'] else ''}"
-        )
+    for route in routes:
+        methods = ",".join(sorted(route.methods)) or "*"
+        rewrite = f"  rewrite {route.rewrite}" if route.rewrite else ""
+        print(f"{route.kind:<9} {methods:<10} {route.host or '*':<20} {route.pattern:<40} -> {route.upstream}{rewrite}")
     return 0
 
 
@@ -143,8 +173,59 @@ async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = 
             loop.remove_signal_handler(sig)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from edge.pipeline.audit.checkpoint import load_public_key
+    from edge.pipeline.audit.verify import verify_files
+
+    try:
+        report = verify_files(args.files, load_public_key(args.key) if args.key else None)
+    except (OSError, ValueError) as error:
+        print(f"cannot verify: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
+    return 0 if report.ok else 1
+
+
+def _audit_keygen(args: argparse.Namespace) -> int:
+    from edge.pipeline.audit.checkpoint import write_key_pair
+
+    try:
+        write_key_pair(args.private, args.public)
+    except OSError as error:
+        print(f"cannot write the key pair: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.private}\n{args.public}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
     _run(run_demo(args.port))
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from edge.certs import identity_snippet, write_dev_set
+
+    if (args.dir / "ca.key").exists() and not args.force:
+        print(f"{args.dir}/ca.key exists; use --force to write a new set", file=sys.stderr)
+        return 1
+    hosts = args.host or ["localhost", "127.0.0.1"]
+    written = write_dev_set(args.dir, hosts, args.client or ["veteran"], args.org, args.unit or ["CAC"])
+    for path in written:
+        print(path)
+    print(f"\nTo use them, add to edge.yaml:\n\n{identity_snippet(args.dir.resolve())}")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from edge.certs import DEV_AUDIENCE, DEV_ISSUER, load_signing_key, mint_token
+
+    try:
+        key = load_signing_key(args.dir / "signing.key")
+    except (OSError, ValueError) as error:
+        print(f"cannot read the dev signing key ({error}); run `edge certs` first", file=sys.stderr)
+        return 1
+    print(mint_token(key, args.sub, args.role, issuer=args.issuer or DEV_ISSUER, audience=args.aud or DEV_AUDIENCE, ttl=args.ttl))
     return 0

@@ -24,13 +24,21 @@ from edge.config import ConfigError, Settings, load_routes
 from edge.config.gateway import Listener
 from edge.errors import UpstreamUnavailable
 from edge.frontends.admin import admin_app
+from edge.frontends.grpc import GrpcDoor, GrpcListener
 from edge.frontends.http import HttpDoor
-from edge.pipeline import Pipeline
-from edge.pipeline.audit import AuditLog, FileSink, Sink, StdoutSink
+from edge.pipeline import Pipeline, Stage
+from edge.pipeline.audit import AuditLog
+from edge.pipeline.identity import IdentityStage
+from edge.pipeline.policy import PolicyStage
+from edge.pipeline.quota import Quota
 from edge.routes import LiveTable, RouteTable
-from edge.tls import server_context
+from edge.tls import server_context, watch_server_tls
+from edge.transcode.descriptors import load_registry
 from edge.upstream import Upstream
+from edge.upstream.fetch import HttpFetcher
+from edge.upstream.grpc import GrpcUpstream
 from edge.upstream.http import HttpUpstream
+from policy_client import PolicyClient
 
 log = logging.getLogger("edge.server")
 
@@ -51,6 +59,12 @@ def bind(listener: Listener, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def default_instance_id() -> str:
+    """Host name, plus the worker index under `serve --workers`, so every process has its own audit chain."""
+    worker = os.environ.get("EDGE_WORKER")
+    return f"{socket.gethostname()}-{worker}" if worker else socket.gethostname()
+
+
 class Gateway:
     def __init__(self, settings: Settings, reuse_port: bool = False) -> None:
         self.settings = settings
@@ -58,8 +72,11 @@ class Gateway:
         config = settings.config
         self.table = LiveTable(RouteTable.from_specs(settings.routes.routes))
         self.upstreams: dict[str, Upstream] = {}
-        self.audit = AuditLog(self._sinks(), config.audit.queue_size, config.server.instance_id or socket.gethostname())
-        self.pipeline = Pipeline([], self.audit)
+        self.audit = AuditLog.from_config(config.audit, config.server.instance_id or default_instance_id())
+        self.quota = Quota(config.quota)
+        self.identity = IdentityStage(config.identity, HttpFetcher)
+        self.policy = PolicyStage(PolicyClient(config.policy.client_settings()), config.policy) if config.policy else None
+        self.pipeline = Pipeline(self._stages(), self.audit)
         self.ports: dict[str, int] = {}
         self.last_reload_error: list[str] | None = None
         self.last_reload_at: float | None = None
@@ -67,11 +84,9 @@ class Gateway:
         self._stack = AsyncExitStack()
         self._reload_lock = asyncio.Lock()
 
-    def _sinks(self) -> list[Sink]:
-        sinks: list[Sink] = []
-        for sink in self.settings.config.audit.sinks:
-            sinks.append(FileSink(sink.path) if sink.type == "file" else StdoutSink())
-        return sinks
+    def _stages(self) -> list[Stage]:
+        policy = [self.policy] if self.policy is not None else []
+        return [*self.quota.pre_auth, self.identity, *policy, *self.quota.post_auth]
 
     async def forward(self, call: Call) -> Reply:
         assert call.route is not None
@@ -97,10 +112,18 @@ class Gateway:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.settings.config
-        self.audit.start()
+        await self.audit.start()
         stack.push_async_callback(self.audit.aclose)
+        await self.quota.start()
+        stack.push_async_callback(self.quota.aclose)
+        await self.identity.start()
+        stack.push_async_callback(self.identity.aclose)
+        if self.policy is not None:
+            await self.policy.start()
+            stack.push_async_callback(self.policy.aclose)
         stack.push_async_callback(self._close_upstreams)
         self._ensure_upstreams(self.settings)
+        self.protos = await asyncio.to_thread(load_registry, config.protos)
         listeners = config.listeners
         if listeners.http is not None:
             door = HttpDoor(
@@ -112,6 +135,8 @@ class Gateway:
                 "https" if listeners.http.tls else "http",
             )
             await self._serve("http", listeners.http, door.server(), stack)
+        if listeners.grpc is not None:
+            await self._serve_grpc(listeners.grpc, stack)
         if listeners.admin is not None:
             runner = web.AppRunner(admin_app(self), access_log=None)
             await runner.setup()
@@ -134,14 +159,34 @@ class Gateway:
         sock = bind(listener, self.reuse_port)
         self.ports[name] = sock.getsockname()[1]
         ssl_context = server_context(listener.tls) if listener.tls else None
+        if ssl_context is not None and listener.tls is not None:
+            interval = self.settings.config.server.watch_interval
+            reloader = asyncio.get_running_loop().create_task(
+                watch_server_tls(ssl_context, listener.tls, interval), name=f"{name}-tls-watcher"
+            )
+            stack.push_async_callback(_cancel, reloader)
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         log.info("%s listener on %s:%d", name, listener.host, self.ports[name])
 
+    async def _serve_grpc(self, listener: Listener, stack: AsyncExitStack) -> None:
+        config = self.settings.config
+        scheme = "https" if listener.tls else "http"
+        door = GrpcDoor(self.table, self.pipeline, self.forward, config.forwarding, self.protos, scheme)
+        server = GrpcListener(door, listener, config.limits, self.table.current.grpc_services())
+        stack.push_async_callback(server.stop, config.server.drain_timeout)
+        self.ports["grpc"] = await server.start()
+        log.info("grpc listener on %s:%d", listener.host, self.ports["grpc"])
+
     def _ensure_upstreams(self, settings: Settings) -> None:
-        """Start clients for upstreams not seen before; existing ones (and their pools) are kept."""
+        """Start clients for upstreams not seen before; existing ones (and their channels) are kept."""
+        limits = settings.config.limits
         for name, config in settings.upstreams().items():
-            if name not in self.upstreams and config.protocol == "http":
+            if name in self.upstreams:
+                continue
+            if config.protocol == "http":
                 self.upstreams[name] = HttpUpstream(name, config)
+            else:
+                self.upstreams[name] = GrpcUpstream(name, config, limits)
 
     async def _close_upstreams(self) -> None:
         for upstream in self.upstreams.values():

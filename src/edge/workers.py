@@ -3,12 +3,15 @@
 Each worker is a plain `edge serve` process binding with SO_REUSEPORT, so the
 kernel spreads connections and the workers share nothing but Redis (quota,
 audit). This process only supervises: it forwards SIGHUP and SIGTERM, and a
-worker that dies unasked is restarted after a short pause.
+worker that dies unasked is restarted after a short pause. Each worker is its
+own audit instance (its own chain): give file sinks a per-worker path such as
+`audit-${EDGE_WORKER:-0}.jsonl`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -19,11 +22,16 @@ from types import FrameType
 log = logging.getLogger("edge.workers")
 
 
+def _start(command: list[str], index: int) -> subprocess.Popen[bytes]:
+    """A worker knows its index as EDGE_WORKER: its audit instance id, and `${EDGE_WORKER}` in config."""
+    return subprocess.Popen(command, env={**os.environ, "EDGE_WORKER": str(index)})
+
+
 def supervise(config: Path | None, count: int, log_level: str) -> int:
     command = [sys.executable, "-m", "edge", "--log-level", log_level, "serve", "--reuse-port"]
     if config is not None:
         command += ["-c", str(config)]
-    workers = [subprocess.Popen(command) for _ in range(count)]
+    workers = [_start(command, i) for i in range(count)]
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -41,5 +49,5 @@ def supervise(config: Path | None, count: int, log_level: str) -> int:
             if worker.poll() is not None and not stopping:
                 log.error("worker %d exited with %s; restarting it", worker.pid, worker.returncode)
                 time.sleep(0.5)
-                workers[i] = subprocess.Popen(command)
+                workers[i] = _start(command, i)
     return max(worker.wait() for worker in workers)

@@ -63,8 +63,8 @@ async def test_active_inactive_and_cached(edge: GatewayFiles, idp: IdP, echo: st
 
 
 async def test_cached_no_longer_than_exp(edge: GatewayFiles, idp: IdP, echo: str) -> None:
-    idp.answers["short"] = {"active": True, "sub": "agent-7", "exp": int(time.time()) + 1}
     await edge.start(ROUTES, upstreams={"svc": {"endpoints": [echo]}}, identity=section(idp))
+    idp.answers["short"] = {"active": True, "sub": "agent-7", "exp": int(time.time()) + 2}  # 1 to 2 s ahead
     assert (await call(edge, "short"))[0] == 200
     assert (await call(edge, "short"))[0] == 200
     assert idp.introspections == 1

@@ -12,7 +12,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from edge.config.audit import Audit, FileSink, RedisSink, StdoutSink  # noqa: F401 - re-exported
 from edge.config.base import ByteSize, Duration, Frozen
+from edge.config.identity import Identity
+from edge.config.policy import Policy
+from edge.config.quota import Quota
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 UPSTREAM_SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
@@ -65,6 +69,18 @@ class UpstreamTLS(Frozen):
         return self
 
 
+class GrpcKeepalive(Frozen):
+    """HTTP/2 pings on upstream gRPC channels, to find a dead connection before a call does.
+
+    gRPC servers refuse pings more often than every 5 minutes unless they are
+    configured to allow them, hence the default.
+    """
+
+    time: Duration = Field(default=300.0, gt=0, description="ping after this long without activity")
+    timeout: Duration = Field(default=20.0, gt=0, description="drop the connection when a ping is not answered")
+    without_calls: bool = Field(default=False, description="ping even when no call is in flight")
+
+
 class Upstream(Frozen):
     endpoints: tuple[str, ...] = Field(min_length=1)
     timeout: Duration = 30.0
@@ -73,6 +89,7 @@ class Upstream(Frozen):
     keepalive: Duration = 60.0
     preserve_host: bool = False
     tls: UpstreamTLS | None = None
+    grpc_keepalive: GrpcKeepalive | None = GrpcKeepalive()
 
     @field_validator("endpoints")
     @classmethod
@@ -84,32 +101,28 @@ class Upstream(Frozen):
                 raise ValueError(
                     f"expected an endpoint URL such as http://host:port or grpcs://host:port (got {url!r})"
                 )
-            if parts.path not in ("", "/") or parts.query:
+            if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
                 raise ValueError(
                     f"an endpoint is scheme://host:port only; use a route's rewrite for paths (got {url!r})"
                 )
+            try:
+                parts.port  # noqa: B018 - urlsplit parses the port lazily and raises here
+            except ValueError:
+                raise ValueError(f"expected a port number between 0 and 65535 (got {url!r})") from None
             protocols.add(UPSTREAM_SCHEMES[parts.scheme][0])
         if len(protocols) > 1:
             raise ValueError("all endpoints of one upstream speak the same protocol (http/https or grpc/grpcs)")
-        return endpoints
+        return tuple(url.rstrip("/") for url in endpoints)
+
+    @model_validator(mode="after")
+    def _grpc_verifies(self) -> Upstream:
+        if self.protocol == "grpc" and self.tls is not None and not self.tls.verify:
+            raise ValueError("tls.verify: false is not supported for grpcs endpoints (gRPC always verifies)")
+        return self
 
     @property
     def protocol(self) -> str:
         return UPSTREAM_SCHEMES[urlsplit(self.endpoints[0]).scheme][0]
-
-
-class FileSink(Frozen):
-    type: Literal["file"]
-    path: Path
-
-
-class StdoutSink(Frozen):
-    type: Literal["stdout"]
-
-
-class Audit(Frozen):
-    sinks: tuple[Annotated[FileSink | StdoutSink, Field(discriminator="type")], ...] = ()
-    queue_size: int = Field(default=65536, ge=1)
 
 
 class Forwarding(Frozen):
@@ -132,3 +145,6 @@ class EdgeConfig(Frozen):
     audit: Audit = Audit()
     forwarding: Forwarding = Forwarding()
     server: Server = Server()
+    quota: Quota = Quota()
+    policy: Policy | None = None
+    identity: Identity = Identity()

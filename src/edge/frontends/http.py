@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
 
 from edge.body import RequestBody
 from edge.call import Call, Denial, Metadata, Peer, Reply
@@ -38,6 +39,14 @@ def error_body(status: int, code: Status, message: str, details: tuple[Any, ...]
     if details:
         error["details"] = list(details)
     return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
+def add_stage_headers(headers: CIMultiDict[str], pairs: list[tuple[str, str]]) -> None:
+    """Headers stages put on every reply (RateLimit-*); they replace a backend's of the same name."""
+    for name in {name for name, _ in pairs}:
+        headers.popall(name, None)
+    for name, value in pairs:
+        headers.add(name, value)
 
 
 class HttpDoor:
@@ -90,7 +99,7 @@ class HttpDoor:
             ingress="http",
             method=request.method,
             path=raw_path,
-            peer=Peer(address, peer[1] if peer else 0),
+            peer=Peer(address, peer[1] if peer else 0, _client_certificate(request)),
             metadata=metadata,
             query=query,
             host=request.host,
@@ -132,6 +141,7 @@ class HttpDoor:
         for name, value in reply.headers:
             headers.add(name, value if isinstance(value, str) else value.decode("latin-1"))
         headers["x-request-id"] = call.request_id
+        add_stage_headers(headers, call.reply_headers)
         body = reply.body
         if isinstance(body, bytes):
             await response.prepare(request)
@@ -165,12 +175,19 @@ class HttpDoor:
         for name, value in denial.headers:
             response.headers.add(name, value)
         response.headers["x-request-id"] = call.request_id
+        add_stage_headers(response.headers, call.reply_headers)
         if isinstance(call.body, RequestBody) or denial.http_status == 413:
             response.force_close()
         await response.prepare(request)
         await response.write_eof()
         call.bytes_out += len(body)
         return response
+
+
+def _client_certificate(request: web.BaseRequest) -> bytes | None:
+    """DER of the client certificate the TLS handshake verified (against the listener's client CA), if any."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
 
 class _Handler(RequestHandler):

@@ -5,6 +5,8 @@ returns None to go on or a `Denial` to answer locally. Otherwise `forward`
 sends the call upstream. `deliver` is the front door writing the reply in its
 protocol; the audit record is written in `finally`, after the reply went out,
 so it holds the final status and byte counts of every call, allowed or denied.
+Before any stage the call gets its trace id (`trace.py`), and a route marked
+`regulated` is refused (503) while the audit trail could not keep its record.
 Expected failures (`EdgeError`) become local replies here, and only here;
 anything else is logged with its traceback and answered as INTERNAL.
 """
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from edge.call import Call, Denial, Reply
 from edge.errors import EdgeError, Status
 from edge.pipeline.audit import AuditLog
+from edge.pipeline.trace import trace_id
 
 Stage = Callable[[Call], Awaitable[Denial | None]]
 Forward = Callable[[Call], Awaitable[Reply]]
@@ -26,6 +29,7 @@ Deliver = Callable[[Call, Reply], Awaitable[None]]
 log = logging.getLogger("edge.pipeline")
 
 NO_ROUTE = "no route for this path"
+AUDIT_UNAVAILABLE = "the audit trail cannot take this call now (regulated route)"
 
 
 class Pipeline:
@@ -35,6 +39,7 @@ class Pipeline:
 
     async def run(self, call: Call, forward: Forward, deliver: Deliver) -> None:
         reply: Reply | None = None
+        call.trace_id = call.trace_id or trace_id(call.metadata)
         try:
             reply = await self._reply(call, forward)
             await deliver(call, reply)
@@ -51,6 +56,8 @@ class Pipeline:
                 return Reply.local(call.rejected)
             if call.route is None:
                 return Reply.local(Denial(Status.UNIMPLEMENTED, NO_ROUTE, http=404))
+            if call.route.spec is not None and call.route.spec.regulated and not self.audit.accepting():
+                return Reply.local(Denial(Status.UNAVAILABLE, AUDIT_UNAVAILABLE, http=503))
             for stage in self.stages:
                 denial = await stage(call)
                 if denial is not None:

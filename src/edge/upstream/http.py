@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -137,8 +136,6 @@ class HttpUpstream:
         headers["x-forwarded-proto"] = call.scheme
         headers["x-forwarded-host"] = call.host
         headers["x-request-id"] = call.request_id
-        if "traceparent" not in headers:
-            headers["traceparent"] = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
         return headers
 
     def _reply(self, response: aiohttp.ClientResponse) -> Reply:

@@ -1,0 +1,43 @@
+"""GCRA (the generic cell rate algorithm): the default quota algorithm, one number per key.
+
+A key's state is its theoretical arrival time (TAT): when its bucket would be
+empty again if no more calls came. Calls are spaced `interval = period / limit`
+apart, and `capacity` (the burst) of them may come at once. Comparisons allow
+a microsecond for float rounding. The Redis store runs the same arithmetic in
+Lua, in microseconds (see store_redis.py); keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.pipeline.quota.verdict import Verdict
+
+EPSILON = 1e-9
+TOLERANCE = 1e-6  # seconds: float rounding in `tat + interval - window` must not deny a fresh key
+
+
+@dataclass(frozen=True, slots=True)
+class Gcra:
+    interval: float
+    capacity: int
+
+    @property
+    def window(self) -> float:
+        """How far ahead of now a TAT may run: `capacity` intervals."""
+        return self.interval * self.capacity
+
+    def check(self, tat: float | None, now: float) -> Verdict:
+        tat = now if tat is None or tat < now else tat
+        new_tat = tat + self.interval
+        allow_at = new_tat - self.window
+        if allow_at - now > TOLERANCE:
+            return Verdict(False, 0, tat - now, allow_at - now)
+        return Verdict(True, int((self.window - (new_tat - now)) / self.interval + EPSILON), new_tat - now)
+
+    def commit(self, tat: float | None, now: float) -> float:
+        return (now if tat is None or tat < now else tat) + self.interval
+
+    @staticmethod
+    def expired(tat: float, now: float) -> bool:
+        return tat <= now

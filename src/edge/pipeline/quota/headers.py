@@ -1,0 +1,113 @@
+"""How quota decisions reach the caller: RateLimit-* headers, 429 / RESOURCE_EXHAUSTED, 503.
+
+Headers follow the IETF draft (draft-ietf-httpapi-ratelimit-headers):
+`RateLimit-Limit`, `-Remaining` and `-Reset` describe the rule closest to
+denying (the denying one on a 429), `RateLimit-Policy` lists every enforcing
+rule the call met, e.g. `100;w=60, 1;w=2592000`. Shadow rules and rules that
+were not counted (store down, `allow`) are left out. When both quota stages
+decide for one call, the second merges with the headers the first set. Names
+are lower case so the same pairs serve as gRPC metadata. A denial also carries
+`Retry-After` and, for gRPC clients, `google.rpc.RetryInfo` and
+`google.rpc.QuotaFailure` details, which the gRPC door puts in the status
+details trailer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from edge.call import Call, Denial
+from edge.errors import Status
+from edge.pipeline.quota.rules import Rule
+from edge.pipeline.quota.verdict import Verdict
+
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+LIMIT, REMAINING, RESET, POLICY = "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"
+NAMES = (LIMIT, REMAINING, RESET, POLICY)
+Shown = Sequence[tuple[Rule, Verdict]]
+
+
+def rate_limit_headers(shown: Shown, earlier: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The four headers for these (rule, verdict) pairs, merged with those an earlier stage set."""
+    before = dict(p for p in earlier if p[0] in NAMES) if earlier else None
+    if not shown:
+        return list(before.items()) if before else []
+    if len(shown) == 1:
+        rule, verdict = shown[0]
+        policy = rule.policy
+    else:
+        rule, verdict = _closest(shown)
+        policy = ", ".join(dict.fromkeys([r.policy for r, _ in shown]))
+    limit, remaining, reset = rule.capacity_text, str(max(0, verdict.remaining)), str(whole_seconds(verdict.reset))
+    if before:
+        policy = ", ".join(dict.fromkeys((*before[POLICY].split(", "), *policy.split(", "))))
+        if verdict.allowed and int(before[REMAINING]) < int(remaining):
+            limit, remaining, reset = before[LIMIT], before[REMAINING], before[RESET]
+    return [(LIMIT, limit), (REMAINING, remaining), (RESET, reset), (POLICY, policy)]
+
+
+def _closest(shown: Shown) -> tuple[Rule, Verdict]:
+    """Denied before allowed; among denials the longest wait; among the rest the fewest remaining."""
+    best = shown[0]
+    for pair in shown[1:]:
+        verdict, held = pair[1], best[1]
+        if held.allowed:
+            closer = not verdict.allowed or (verdict.remaining, -verdict.reset) < (held.remaining, -held.reset)
+        else:
+            closer = not verdict.allowed and verdict.retry_after > held.retry_after
+        if closer:
+            best = pair
+    return best
+
+
+def show_on_reply(call: Call, headers: list[tuple[str, str]]) -> None:
+    """Put this call's RateLimit-* headers on whatever reply it gets (both doors add `reply_headers`)."""
+    if call.reply_headers:
+        call.reply_headers = [(n, v) for n, v in call.reply_headers if n not in NAMES] + headers
+    else:
+        call.reply_headers = headers
+
+
+def quota_denial(call: Call, shown: Shown, denied: Shown) -> Denial:
+    rule, verdict = max(denied, key=lambda pair: pair[1].retry_after)
+    seconds = max(1, whole_seconds(verdict.retry_after))
+    headers = rate_limit_headers(shown, call.reply_headers)
+    show_on_reply(call, [])
+    return Denial(
+        Status.RESOURCE_EXHAUSTED,
+        f"quota {rule.name!r} exceeded; retry in {seconds}s",
+        http=429,
+        headers=(("retry-after", str(seconds)), *headers),
+        details=(
+            {"@type": RETRY_INFO, "retryDelay": duration(verdict.retry_after)},
+            {
+                "@type": QUOTA_FAILURE,
+                "violations": [{"subject": f"rule:{r.name}", "description": r.policy} for r, _ in denied],
+            },
+        ),
+    )
+
+
+def unavailable_denial(call: Call, rules: Sequence[str]) -> Denial:
+    show_on_reply(call, [])
+    return Denial(
+        Status.UNAVAILABLE,
+        f"quota store unavailable and rule {rules[0]!r} fails closed",
+        http=503,
+        headers=(("retry-after", "1"),),
+        details=({"@type": RETRY_INFO, "retryDelay": "1s"},),
+    )
+
+
+def whole_seconds(seconds: float) -> int:
+    """Rounded up, but a float's last bits (1800.0000001) do not make another second."""
+    return max(0, math.ceil(seconds - 0.001))
+
+
+def duration(seconds: float) -> str:
+    """A google.protobuf.Duration in its JSON form, to the millisecond: `12s`, `0.250s`."""
+    millis = max(0, math.ceil(seconds * 1000))
+    whole, frac = divmod(millis, 1000)
+    return f"{whole}s" if frac == 0 else f"{whole}.{frac:03d}s"
