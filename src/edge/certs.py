@@ -94,9 +94,10 @@ def issue(
     emails: Iterable[str] = (),
     uris: Iterable[str] = (),
     client: bool = False,
+    server: bool | None = None,
     days: int = 90,
 ) -> Issued:
-    """A leaf signed by `ca`: a server certificate for `hosts`, or a client one (`client=True`)."""
+    """A leaf signed by `ca`: a server certificate for `hosts`, a client one (`client=True`), or both."""
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for host in hosts:
@@ -105,7 +106,8 @@ def issue(
         except ValueError:
             names.append(x509.DNSName(host))
     names += [x509.RFC822Name(e) for e in emails] + [x509.UniformResourceIdentifier(u) for u in uris]
-    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if (not client if server is None else server) else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -115,7 +117,7 @@ def issue(
         .not_valid_before(_now() - datetime.timedelta(minutes=5))
         .not_valid_after(_now() + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
     )
     if names:
