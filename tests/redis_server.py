@@ -21,13 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.net import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ping(host: str, port: int, timeout: float = 0.2) -> bool:

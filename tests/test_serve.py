@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -14,24 +13,7 @@ import yaml
 from aiohttp import web
 
 from tests.conftest import StartBackend
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_for_port(port: int, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
+from tests.net import free_port, wait_listening
 
 
 async def start_edge(tmp_path: Path, backend: str) -> tuple[asyncio.subprocess.Process, int]:
@@ -49,7 +31,7 @@ async def start_edge(tmp_path: Path, backend: str) -> tuple[asyncio.subprocess.P
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edge", "serve", "-c", str(tmp_path / "edge.yaml"), stderr=asyncio.subprocess.PIPE
     )
-    await wait_for_port(port)
+    await wait_listening(port)
     return process, port
 
 

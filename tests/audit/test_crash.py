@@ -25,7 +25,7 @@ from edge.pipeline.audit.checkpoint import load_public_key
 from edge.pipeline.audit.verify import verify_files
 from tests.audit.conftest import Keys
 from tests.conftest import StartBackend
-from tests.test_serve import free_port, wait_for_port
+from tests.net import free_port, wait_listening
 
 
 def audit_files(folder: Path) -> list[Path]:
@@ -92,7 +92,7 @@ async def test_kill_9_under_load_then_restart(
     port = write_config(tmp_path, backend, keys)
     process = await serve(tmp_path)
     try:
-        await wait_for_port(port)
+        await wait_listening(port)
         stop = asyncio.Event()
         traffic = asyncio.create_task(load(port, stop))
         await asyncio.sleep(1.5)
@@ -117,7 +117,7 @@ async def test_kill_9_under_load_then_restart(
 
     process = await serve(tmp_path)
     try:
-        await wait_for_port(port)
+        await wait_listening(port)
         async with aiohttp.ClientSession() as session:
             for _ in range(5):
                 async with session.get(f"http://127.0.0.1:{port}/v1/after") as response:
@@ -142,7 +142,7 @@ async def test_sigterm_under_load_flushes_every_record(tmp_path: Path, backend: 
     port = write_config(tmp_path, backend, keys)
     process = await serve(tmp_path)
     try:
-        await wait_for_port(port)
+        await wait_listening(port)
         stop = asyncio.Event()
         traffic = asyncio.create_task(load(port, stop))
         await asyncio.sleep(1.0)

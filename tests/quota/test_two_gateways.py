@@ -25,7 +25,8 @@ import yaml
 from aiohttp import web
 
 from tests.conftest import StartBackend
-from tests.redis_server import RedisServer, free_port
+from tests.net import free_port, wait_listening
+from tests.redis_server import RedisServer
 
 BURST_TIMEOUT = "1s"
 
@@ -61,21 +62,6 @@ def spawn_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-
-
-async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {process.returncode}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
 
 
 @pytest.fixture
