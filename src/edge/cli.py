@@ -14,10 +14,13 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from edge.config import ConfigError, Settings, load
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,8 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(run=_routes)
 
-    demo = commands.add_parser("demo", help="start an example backend and the gateway in front of it, and call it once")
-    demo.add_argument("--port", type=int, default=8080)
+    demo = commands.add_parser(
+        "demo", help="the whole pipeline: example backend, gateway with identity, policy, quota, audit, and real calls"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="HTTP listener (default 8080; 0: any free port)")
+    demo.add_argument("--admin-port", type=int, default=9901, help="admin listener (default 9901)")
+    demo.add_argument("--backend-port", type=int, default=7001, help="the example pharmacy backend (default 7001)")
+    demo.add_argument(
+        "--dir", type=Path, help="keep the demo's config, keys and audit trail here (default: a temp folder)"
+    )
     demo.set_defaults(run=_demo)
 
     certs = commands.add_parser("certs", help="write a dev CA, server and client certificates, and a token signing key")
@@ -138,13 +148,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = None, reuse_port: bool = False) -> None:
@@ -199,10 +208,9 @@ def _audit_keygen(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
+    from edge.demo import DemoPorts, run_demo
 
-    _run(run_demo(args.port))
-    return 0
+    return _run(run_demo(DemoPorts(args.port, args.admin_port, args.backend_port), args.dir))
 
 
 def _certs(args: argparse.Namespace) -> int:

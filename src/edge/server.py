@@ -26,6 +26,7 @@ from edge.errors import UpstreamUnavailable
 from edge.frontends.admin import admin_app
 from edge.frontends.grpc import GrpcDoor, GrpcListener
 from edge.frontends.http import HttpDoor
+from edge.metrics import gateway_registry
 from edge.pipeline import Pipeline, Stage
 from edge.pipeline.audit import AuditLog
 from edge.pipeline.identity import IdentityStage
@@ -80,6 +81,7 @@ class Gateway:
         self.ports: dict[str, int] = {}
         self.last_reload_error: list[str] | None = None
         self.last_reload_at: float | None = None
+        self.reloads = {"ok": 0, "rejected": 0}  # for metrics
         self._routes_signature = _signature(settings.routes_path)
         self._stack = AsyncExitStack()
         self._reload_lock = asyncio.Lock()
@@ -138,7 +140,7 @@ class Gateway:
         if listeners.grpc is not None:
             await self._serve_grpc(listeners.grpc, stack)
         if listeners.admin is not None:
-            runner = web.AppRunner(admin_app(self), access_log=None)
+            runner = web.AppRunner(admin_app(self, gateway_registry(self)), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             sock = bind(listeners.admin, self.reuse_port)
@@ -204,6 +206,7 @@ class Gateway:
                 table = RouteTable.from_specs(routes.routes)
             except ConfigError as error:
                 self.last_reload_error = error.problems
+                self.reloads["rejected"] += 1
                 log.error(
                     "routes reload rejected, still serving generation %d:\n  %s",
                     self.table.generation,
@@ -214,6 +217,7 @@ class Gateway:
             self._ensure_upstreams(self.settings)
             self.table.swap(table)
             self.last_reload_error = None
+            self.reloads["ok"] += 1
             log.info("routes reloaded: %d routes, generation %d", len(table.routes), self.table.generation)
             return None
 

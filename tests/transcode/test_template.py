@@ -250,10 +250,32 @@ def test_literal_count(template: str, expected: int) -> None:
         ("/v1/{path=**}:get", {"path": "a/?#"}, "/v1/a/%3F%23:get"),
         ("/v1/{a}/{b.c}:run", {"a": "x", "b.c": "y"}, "/v1/x/y:run"),
         ("/%7eu/{a}", {"a": "x"}, "/~u/x"),
+        ("/files/{path=**}", {"path": "a/b%2Fc"}, "/files/a/b%2Fc"),
+        ("/files/{path=**}", {"path": "a/b%2fc"}, "/files/a/b%2Fc"),
+        ("/files/{path=**}", {"path": "a%2F/%2F"}, "/files/a%2F/%2F"),
+        ("/files/{path=**}", {"path": "100%/x y"}, "/files/100%25/x%20y"),
+        ("/v1/{name=shelves/*}", {"name": "shelves/a%2Fb"}, "/v1/shelves/a%2Fb"),
+        ("/refill/{rx}", {"rx": "b%2Fc"}, "/refill/b%252Fc"),
     ],
 )
 def test_expand(template: str, values: dict[str, str], expected: str) -> None:
     assert parse_template(template).expand(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "path"),
+    [
+        ("/files/{path=**}", "/files/a/b%2Fc"),
+        ("/files/{path=**}", "/files/%2F%2F/x%20y/%C3%A9"),
+        ("/v1/{name=shelves/*}/x", "/v1/shelves/a%2Fb/x"),
+        ("/refill/{rx}", "/refill/a%2Fb%25"),
+    ],
+)
+def test_expand_inverts_match(template: str, path: str) -> None:
+    compiled = parse_template(template)
+    values = compiled.match(split_segments(path))
+    assert values is not None
+    assert compiled.expand(values) == path
 
 
 @pytest.mark.parametrize(

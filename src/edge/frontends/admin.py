@@ -1,7 +1,9 @@
-"""The admin listener: health, readiness, the live route table, reload.
+"""The admin listener: health, readiness, the live route table, reload, and Prometheus metrics.
 
 It listens on its own port (loopback by default) so that none of this is
-reachable through the public doors.
+reachable through the public doors. `GET /metrics` renders the registry the
+server hands in (`edge.metrics.gateway_registry`) in the Prometheus text
+format; the collectors read the gateway's counters only when scraped.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from edge.routes import LiveTable
 
@@ -22,14 +26,25 @@ class Reloader(Protocol):
     async def reload(self) -> list[str] | None: ...
 
 
-def admin_app(gateway: Reloader) -> web.Application:
+def admin_app(gateway: Reloader, registry: CollectorRegistry | None = None) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _bind(gateway, _readyz))
     app.router.add_get("/admin/routes", _bind(gateway, _routes))
     app.router.add_post("/admin/reload", _bind(gateway, _reload))
     app.router.add_get("/admin/reload", _bind(gateway, _reload_status))
+    if registry is not None:
+        app.router.add_get("/metrics", _metrics(registry))
     return app
+
+
+def _metrics(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return handler
 
 
 def _bind(

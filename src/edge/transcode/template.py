@@ -22,6 +22,7 @@ __all__ = ["Binding", "PathTemplate", "TemplateError", "parse_template"]
 _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _DOT_SEGMENT = re.compile(r"(?:\.|%2[eE]){1,2}\Z")
 _WILDCARDS = ("*", "**")
+_ENCODED_SLASH = re.compile(r"%2[Ff]")
 
 
 class TemplateError(ValueError):
@@ -118,11 +119,20 @@ def _decode_keeping_slash(segment: str) -> str:
 
 
 def _expand_binding(binding: Binding, values: Mapping[str, str]) -> str:
+    """Encode a value for its variable: the inverse of `PathTemplate.match`.
+
+    A single-segment value is plain text, so every reserved character is escaped. A
+    multi-segment value is what `match` captures: `/` separates segments and `%2F` is a
+    slash inside one, kept as it is (as google.api.http says) rather than re-escaped to `%252F`.
+    """
     try:
         value = values[binding.field]
     except KeyError:
         raise TemplateError(f"no value for field {binding.field!r}") from None
-    encoded = quote(value, safe="" if binding.single_segment else "/")
+    if binding.single_segment:
+        encoded = quote(value, safe="")
+    else:
+        encoded = "%2F".join(quote(piece, safe="/") for piece in _ENCODED_SLASH.split(value))
     if any(part in (".", "..") for part in encoded.split("/")):
         raise TemplateError(f"value for field {binding.field!r} contains a dot segment")
     return encoded

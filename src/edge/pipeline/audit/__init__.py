@@ -7,6 +7,7 @@ chain.py       canonical JSON, SHA-256 links, sequence numbers
 checkpoint.py  Ed25519-signed checkpoints
 delivery.py    one sink's path: direct while up, spooled while down
 spool.py       the durable local spool
+tally.py       calls by route and status, counted in the writer thread, for metrics
 sinks/         file, stdout, redis
 verify.py      `edge audit verify`: recompute the chain, check signatures and gaps
 """

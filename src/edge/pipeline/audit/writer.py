@@ -20,6 +20,7 @@ from edge.pipeline.audit.checkpoint import CHECKPOINT, Signer
 from edge.pipeline.audit.delivery import Delivery
 from edge.pipeline.audit.record import finish, utc_text
 from edge.pipeline.audit.sinks.file import FileSink
+from edge.pipeline.audit.tally import CallTally
 
 log = logging.getLogger("edge.audit")
 
@@ -42,6 +43,7 @@ class ChainWriter:
         self.every = every
         self.interval = interval
         self.written = 0
+        self.tally = CallTally()  # calls by route and status, for metrics: counted here, off the event loop
         self.chain = Chain()
         self._clock = clock
         self._since_checkpoint = 0
@@ -71,6 +73,7 @@ class ChainWriter:
     def write(self, batch: list[dict[str, Any]], unsequenced_lost: int = 0) -> None:
         """Seal a batch from the queue (possibly empty: a tick) and deliver it."""
         now = self._clock()
+        self.tally.count(batch)
         entries: list[Entry] = []
         for record in batch:
             try:
