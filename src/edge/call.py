@@ -61,8 +61,12 @@ class Metadata:
             self._pairs = [(k, v) for k, v in self._pairs if k not in names]
 
     def remove_where(self, drop: Any) -> None:
-        """Drop every pair whose name satisfies `drop(name)`."""
-        self._pairs = [(k, v) for k, v in self._pairs if not drop(k)]
+        """Drop every pair whose name satisfies `drop(name)` (the list is only rebuilt when one does)."""
+        pairs = self._pairs
+        for index, (key, _) in enumerate(pairs):
+            if drop(key):
+                self._pairs = pairs[:index] + [(k, v) for k, v in pairs[index + 1 :] if not drop(k)]
+                return
 
 
 @dataclass(slots=True)
@@ -145,6 +149,7 @@ class Call:
     endpoint: str | None = None
     bytes_in: int = 0
     bytes_out: int = 0
+    unary: bool = False  # gRPC: one request message in `body` (bytes) and one response message expected
     decisions: dict[str, Any] = field(default_factory=dict)
     reply_headers: list[tuple[str, str]] = field(default_factory=list)  # stages' additions to any reply (RateLimit-*)
     rejected: Denial | None = None  # set by a front door that could not make sense of the request

@@ -43,6 +43,8 @@ def error_body(status: int, code: Status, message: str, details: tuple[Any, ...]
 
 def add_stage_headers(headers: CIMultiDict[str], pairs: list[tuple[str, str]]) -> None:
     """Headers stages put on every reply (RateLimit-*); they replace a backend's of the same name."""
+    if not pairs:
+        return
     for name in {name for name, _ in pairs}:
         headers.popall(name, None)
     for name, value in pairs:
@@ -99,7 +101,7 @@ class HttpDoor:
             ingress="http",
             method=request.method,
             path=raw_path,
-            peer=Peer(address, peer[1] if peer else 0, _client_certificate(request)),
+            peer=Peer(address, peer[1] if peer else 0, _client_certificate(request) if self.scheme == "https" else None),
             metadata=metadata,
             query=query,
             host=request.host,
@@ -136,18 +138,16 @@ class HttpDoor:
     async def _deliver(self, request: web.BaseRequest, call: Call, reply: Reply) -> web.StreamResponse:
         if reply.denial is not None:
             return await self._deliver_local(request, call, reply.denial)
-        response = web.StreamResponse(status=reply.http_status)
+        body = reply.body
+        response = (_WholeResponse if isinstance(body, bytes) else web.StreamResponse)(status=reply.http_status)
         headers = response.headers
-        for name, value in reply.headers:
-            headers.add(name, value if isinstance(value, str) else value.decode("latin-1"))
+        headers.extend([(n, v if isinstance(v, str) else v.decode("latin-1")) for n, v in reply.headers])
         headers["x-request-id"] = call.request_id
         add_stage_headers(headers, call.reply_headers)
-        body = reply.body
         if isinstance(body, bytes):
             await response.prepare(request)
-            await response.write(body)
             call.bytes_out += len(body)
-            await response.write_eof()
+            await response.write_eof(body)  # headers and body in one write
             return response
         iterator = aiter(body)
         try:
@@ -188,6 +188,12 @@ def _client_certificate(request: web.BaseRequest) -> bytes | None:
     """DER of the client certificate the TLS handshake verified (against the listener's client CA), if any."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+class _WholeResponse(web.StreamResponse):
+    """A reply whose body is already here: headers and body leave in one write, not two system calls."""
+
+    _send_headers_immediately = False
 
 
 class _Handler(RequestHandler):

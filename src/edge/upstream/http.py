@@ -1,27 +1,27 @@
 """HTTP upstream client: pooled keep-alive connections, streaming bodies both ways.
 
-One aiohttp `ClientSession` per upstream owns its connection pool. Bodies are
-passed through untouched (no decompression, no buffering); hop-by-hop headers
+One `OriginPool` (`http1.py`, a lean HTTP/1.1 client) per endpoint owns its
+connections. Bodies are passed through untouched (no decompression); a small
+response body (`Content-Length` up to 64 KiB) is read whole so the front door
+can write it in one go, a larger or chunked one streams. Hop-by-hop headers
 (RFC 9110 7.6.1) are dropped in both directions and the `X-Forwarded-*`
-headers set. aiohttp's exceptions are mapped to `EdgeError`s here: a refused
-connect tries the next endpoint, then UNAVAILABLE (502); no response headers
-within the timeout is DEADLINE_EXCEEDED (504).
+headers set. The client's exceptions are mapped to `EdgeError`s here: a
+refused connect tries the next endpoint, then UNAVAILABLE (502); no response
+headers within the timeout is DEADLINE_EXCEEDED (504).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from edge.call import Call, Metadata, MetaValue, Reply
 from edge.config.gateway import Upstream as UpstreamConfig
 from edge.errors import EdgeError, UpstreamTimeout, UpstreamUnavailable
 from edge.tls import client_context
 from edge.upstream.endpoints import Endpoints
+from edge.upstream.http1 import ConnectFailed, OriginPool, Response
 
 log = logging.getLogger("edge.upstream.http")
 
@@ -38,7 +38,6 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization",
     }
 )
-CHUNK = 64 * 1024
 
 
 def strip_hop_by_hop(headers: Metadata) -> None:
@@ -53,22 +52,23 @@ class HttpUpstream:
         self.config = config
         self.endpoints = Endpoints(config.endpoints)
         self._origins = {url: urlsplit(url).netloc for url in config.endpoints}
+        self._base_paths = {url: urlsplit(url).path for url in config.endpoints}
         uses_tls = any(url.startswith("https") for url in config.endpoints)
-        self._server_hostname = config.tls.server_name if config.tls else None
-        connector = aiohttp.TCPConnector(
-            limit=config.max_connections,
-            limit_per_host=0,
-            keepalive_timeout=config.keepalive,
-            ssl=client_context(config.tls) if uses_tls else False,
-            ttl_dns_cache=60,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
-        )
+        context = client_context(config.tls) if uses_tls else None
+        server_hostname = config.tls.server_name if config.tls else None
+        self._pools: dict[str, OriginPool] = {}
+        for url in config.endpoints:
+            parts = urlsplit(url)
+            secure = parts.scheme == "https"
+            self._pools[url] = OriginPool(
+                parts.hostname or "localhost",
+                parts.port or (443 if secure else 80),
+                ssl_context=context if secure else None,
+                server_hostname=server_hostname,
+                limit=config.max_connections,
+                keepalive=config.keepalive,
+                connect_timeout=config.connect_timeout,
+            )
 
     async def send(self, call: Call) -> Reply:
         timeout = self._timeout(call)
@@ -80,7 +80,7 @@ class HttpUpstream:
                 headers["host"] = self._origins[url]
             try:
                 response = await self._request(url, call, headers, timeout)
-            except aiohttp.ClientConnectorError as error:
+            except ConnectFailed as error:
                 self.endpoints.failed(url)
                 last_error = error
                 if isinstance(call.body, bytes):
@@ -91,26 +91,19 @@ class HttpUpstream:
         log.warning("upstream %s unreachable: %s", self.name, last_error)
         raise UpstreamUnavailable(f"upstream {self.name!r} is unreachable")
 
-    async def _request(self, url: str, call: Call, headers: dict[str, str], seconds: float) -> aiohttp.ClientResponse:
+    async def _request(self, url: str, call: Call, headers: dict[str, str], seconds: float) -> Response:
         body = call.body
+        target = self._base_paths[url] + call.upstream_path or "/"
         try:
             async with asyncio.timeout(seconds):
-                return await self._session.request(
-                    call.method,
-                    url + call.upstream_path,
-                    headers=headers,
-                    data=body if body or not isinstance(body, bytes) else None,
-                    allow_redirects=False,
-                    compress=None,
-                    server_hostname=self._server_hostname,
-                    read_bufsize=CHUNK,
-                    timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_read=seconds),
-                )
-        except aiohttp.ClientConnectorError:
+                return await self._pools[url].request(call.method, target, headers, body, seconds)
+        except ConnectFailed:
             raise
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer within {seconds:.3g}s") from None
-        except (aiohttp.ClientError, OSError) as error:
+        except EdgeError:
+            raise
+        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
             body_error = getattr(body, "error", None)
             if isinstance(body_error, EdgeError):
                 raise body_error from None
@@ -138,24 +131,12 @@ class HttpUpstream:
         headers["x-request-id"] = call.request_id
         return headers
 
-    def _reply(self, response: aiohttp.ClientResponse) -> Reply:
-        headers: list[tuple[str, MetaValue]] = []
-        connection_named = {t.strip().lower() for v in response.headers.getall("Connection", ()) for t in v.split(",")}
-        for raw_name, raw_value in response.raw_headers:
-            name = raw_name.decode("latin-1").lower()
-            if name not in HOP_BY_HOP and name not in connection_named:
-                headers.append((name, raw_value.decode("latin-1")))
-        return Reply(http_status=response.status, headers=headers, body=_stream(response))
+    def _reply(self, response: Response) -> Reply:
+        named = {t.strip().lower() for n, v in response.headers if n == "connection" for t in v.split(",")}
+        drop = HOP_BY_HOP | named if named else HOP_BY_HOP
+        headers: list[tuple[str, MetaValue]] = [(n, v) for n, v in response.headers if n not in drop]
+        return Reply(http_status=response.status, headers=headers, body=response.body)
 
     async def aclose(self) -> None:
-        await self._session.close()
-
-
-async def _stream(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.content.iter_chunked(CHUNK):
-            yield chunk
-    except (aiohttp.ClientError, OSError) as error:
-        raise UpstreamUnavailable(f"upstream response broke off: {type(error).__name__}") from None
-    finally:
-        response.release()
+        for pool in self._pools.values():
+            pool.close()
