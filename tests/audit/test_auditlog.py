@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -48,3 +49,23 @@ async def test_idle_ticks_reach_the_writer(tmp_path: Path) -> None:
     await until(lambda: len(ticks) >= 5, 5)
     await audit.aclose()
     assert ticks[0] == 1 and set(ticks[1:]) == {0}
+
+
+async def test_a_record_after_an_idle_spell_is_handed_off_at_once_and_a_burst_in_few_hand_offs() -> None:
+    batches: list[int] = []
+
+    class Counting(ChainWriter):
+        def write(self, batch: list[dict[str, object]], unsequenced_lost: int = 0) -> None:
+            if batch:
+                batches.append(len(batch))
+
+    audit = AuditLog(Counting("gw-1", []), tick=5.0, coalesce=0.5)
+    await audit.start()
+    audit.record(a_call(0), Reply())
+    await until(lambda: batches == [1], 0.4)  # well inside the coalescing window: the first goes at once
+    for n in range(1, 50):
+        audit.record(a_call(n), Reply())
+        await asyncio.sleep(0.001)
+    await until(lambda: sum(batches) == 50, 5)
+    await audit.aclose()
+    assert batches == [1, 49]

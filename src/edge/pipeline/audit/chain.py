@@ -2,9 +2,16 @@
 
 A record's hash is taken over its canonical JSON (keys sorted, no spaces,
 UTF-8), which is also exactly the line the sinks write, so a reader can check
-a line by hashing it. `Chain` hands out sequence numbers and links; it runs
-in the writer thread only, so the chain order is the sequence order is the
-order the records were queued in.
+a line by hashing it. `canonical` (the standard library's encoder) defines
+that text; `encode` produces the same bytes through orjson, about ten times
+faster, and falls back to `canonical` for what orjson writes differently
+(floats below 1e-4, integers beyond 64 bits, non-text keys). Two things no
+record holds are written as orjson writes them: NaN and infinities (not JSON)
+as `null`, a plain `Enum` member as its value; both lines still verify, since
+`verify` hashes what `canonical` makes of the parsed line, and that is the
+line itself. `Chain` hands
+out sequence numbers and links; it runs in the writer thread only, so the
+chain order is the sequence order is the order the records were queued in.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 GENESIS = "0" * 64
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class Entry(NamedTuple):
@@ -36,6 +46,17 @@ class Head:
 def canonical(record: dict[str, Any]) -> str:
     """The one text of a record that is hashed and written; values JSON cannot hold are written as text."""
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """`canonical(record)` as UTF-8 bytes, through orjson wherever it writes the same bytes."""
+    try:
+        data = orjson.dumps(record, default=str, option=_ORJSON)
+    except orjson.JSONEncodeError:
+        return canonical(record).encode()
+    if b"e-" in data or b".0000" in data:  # maybe a float below 1e-4: orjson writes 1e-05 as 0.00001, 1e-07 as 1e-7
+        return canonical(record).encode()
+    return data
 
 
 def line_hash(line: str) -> str:
@@ -62,6 +83,6 @@ class Chain:
         record["prev"] = self.hash
         if sign is not None:
             record["sig"] = sign(canonical(record))
-        line = canonical(record)
-        self.seq, self.hash = seq, line_hash(line)
-        return Entry(seq, line)
+        data = encode(record)
+        self.seq, self.hash = seq, hashlib.sha256(data).hexdigest()
+        return Entry(seq, data.decode())

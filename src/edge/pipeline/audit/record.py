@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import lru_cache
 from typing import Any
 
 from edge.call import Call, Reply
@@ -62,10 +63,12 @@ def finish(record: dict[str, Any]) -> dict[str, Any]:
     record["time"] = utc_text(record["time"])
     principal = record.get("principal")
     if principal is not None and isinstance(principal.get("certificate_fingerprint"), bytes):
-        principal["certificate_fingerprint"] = hashlib.sha256(principal["certificate_fingerprint"]).hexdigest()
+        principal["certificate_fingerprint"] = _fingerprint(principal["certificate_fingerprint"])
     decisions = record.get("decisions")
     if decisions is not None:
-        record["decisions"] = {k: v for k, v in decisions.items() if k not in _NOT_DECISIONS}
+        record["decisions"] = decisions = dict(decisions)
+        for name in _NOT_DECISIONS:
+            decisions.pop(name, None)
     return record
 
 
@@ -73,4 +76,16 @@ def utc_text(seconds: float) -> str:
     """`2024-10-03T12:00:00.123Z`: UTC, millisecond precision."""
     whole = int(seconds)
     millis = int((seconds - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return f"{_utc_second(whole)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=8)
+def _utc_second(whole: int) -> str:
+    """The records of a batch mostly share their second: format it once."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
+@lru_cache(maxsize=256)
+def _fingerprint(der: bytes) -> str:
+    """A client's certificate comes back on every call of its connections: hash each one once."""
+    return hashlib.sha256(der).hexdigest()

@@ -130,7 +130,7 @@ class FileSink:
                 self._rotate()
         except OSError as error:
             raise SinkDown(f"{self.path}: {error.strerror or error}") from None
-        self._append("".join(f"{entry.line}\n" for entry in fresh).encode())
+        self._append(("\n".join([entry.line for entry in fresh]) + "\n").encode())
         if self._first_seq is None:
             self._first_seq = fresh[0].seq
             self._opened_at = now
