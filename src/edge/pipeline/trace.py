@@ -8,10 +8,10 @@ all see the same trace id, whichever door the call came in by.
 
 from __future__ import annotations
 
-import os
 import re
 
 from edge.call import Metadata
+from edge.ids import trace_ids
 
 _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -23,6 +23,6 @@ def trace_id(metadata: Metadata) -> str:
         match = _TRACEPARENT.fullmatch(values[0].strip())
         if match is not None:
             return match.group(1)
-    ids = os.urandom(24).hex()
+    ids = trace_ids()
     metadata.set("traceparent", f"00-{ids[:32]}-{ids[32:]}-01")
     return ids[:32]

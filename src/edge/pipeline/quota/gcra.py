@@ -9,7 +9,7 @@ Lua, in microseconds (see store_redis.py); keep the two in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge.pipeline.quota.verdict import Verdict
 
@@ -21,19 +21,19 @@ TOLERANCE = 1e-6  # seconds: float rounding in `tat + interval - window` must no
 class Gcra:
     interval: float
     capacity: int
+    window: float = field(init=False)  # how far ahead of now a TAT may run: `capacity` intervals
 
-    @property
-    def window(self) -> float:
-        """How far ahead of now a TAT may run: `capacity` intervals."""
-        return self.interval * self.capacity
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", self.interval * self.capacity)
 
     def check(self, tat: float | None, now: float) -> Verdict:
         tat = now if tat is None or tat < now else tat
         new_tat = tat + self.interval
-        allow_at = new_tat - self.window
+        window = self.window
+        allow_at = new_tat - window
         if allow_at - now > TOLERANCE:
             return Verdict(False, 0, tat - now, allow_at - now)
-        return Verdict(True, int((self.window - (new_tat - now)) / self.interval + EPSILON), new_tat - now)
+        return Verdict(True, int((window - (new_tat - now)) / self.interval + EPSILON), new_tat - now)
 
     def commit(self, tat: float | None, now: float) -> float:
         return (now if tat is None or tat < now else tat) + self.interval

@@ -14,6 +14,7 @@ details trailer.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -31,7 +32,7 @@ Shown = Sequence[tuple[Rule, Verdict]]
 
 def rate_limit_headers(shown: Shown, earlier: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """The four headers for these (rule, verdict) pairs, merged with those an earlier stage set."""
-    before = dict(p for p in earlier if p[0] in NAMES) if earlier else None
+    before = {name: value for name, value in earlier if name in NAMES} if earlier else None
     if not shown:
         return list(before.items()) if before else []
     if len(shown) == 1:
@@ -39,13 +40,20 @@ def rate_limit_headers(shown: Shown, earlier: Sequence[tuple[str, str]] = ()) ->
         policy = rule.policy
     else:
         rule, verdict = _closest(shown)
-        policy = ", ".join(dict.fromkeys([r.policy for r, _ in shown]))
-    limit, remaining, reset = rule.capacity_text, str(max(0, verdict.remaining)), str(whole_seconds(verdict.reset))
+        policy = _joined(tuple(r.policy for r, _ in shown))
+    left = max(0, verdict.remaining)
+    limit, remaining, reset = rule.capacity_text, str(left), str(whole_seconds(verdict.reset))
     if before:
-        policy = ", ".join(dict.fromkeys((*before[POLICY].split(", "), *policy.split(", "))))
-        if verdict.allowed and int(before[REMAINING]) < int(remaining):
+        policy = _joined((before[POLICY], policy))
+        if verdict.allowed and int(before[REMAINING]) < left:
             limit, remaining, reset = before[LIMIT], before[REMAINING], before[RESET]
     return [(LIMIT, limit), (REMAINING, remaining), (RESET, reset), (POLICY, policy)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _joined(policies: tuple[str, ...]) -> str:
+    """`RateLimit-Policy` items in order, each once; rules make few combinations, so each is joined once."""
+    return ", ".join(dict.fromkeys(item for policy in policies for item in policy.split(", ")))
 
 
 def _closest(shown: Shown) -> tuple[Rule, Verdict]:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from edge.call import Call
 from edge.config.quota import Phase, QuotaRule
 from edge.pipeline.quota.gcra import Gcra
 from edge.pipeline.quota.sliding import SlidingLog
+
+if TYPE_CHECKING:
+    from edge.routes import Route
 
 KeyPart = Callable[[Call], str | None]
 MAX_KEY_VALUE = 200
@@ -178,6 +181,7 @@ class RuleSet:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
         self._uses_roles = any(rule.roles for rule in self.rules)
+        self._everywhere = not any(rule.routes or rule.operations or rule.ingress for rule in self.rules)
         self._cache: dict[tuple[str, str | None, str], tuple[object, tuple[Rule, ...]]] = {}
 
     def __bool__(self) -> bool:
@@ -187,6 +191,14 @@ class RuleSet:
         route = call.route
         if route is None:
             return ()
+        rules = self.rules if self._everywhere else self._for_call(call, route)
+        if not self._uses_roles or not rules:
+            return rules
+        principal = call.principal
+        roles = frozenset(principal.roles) if principal is not None else frozenset()
+        return tuple(rule for rule in rules if not rule.roles or not rule.roles.isdisjoint(roles))
+
+    def _for_call(self, call: Call, route: Route) -> tuple[Rule, ...]:
         operation = call.decisions.get("operation")
         cache_key = (route.name, operation, call.ingress)
         hit = self._cache.get(cache_key)
@@ -196,12 +208,7 @@ class RuleSet:
             named = route.spec.quota.rules if route.spec is not None and route.spec.quota is not None else ()
             hit = (route.spec, self._for_route(route.name, operation, call.ingress, frozenset(named)))
             self._cache[cache_key] = hit
-        rules = hit[1]
-        if not self._uses_roles or not rules:
-            return rules
-        principal = call.principal
-        roles = frozenset(principal.roles) if principal is not None else frozenset()
-        return tuple(rule for rule in rules if not rule.roles or not rule.roles.isdisjoint(roles))
+        return hit[1]
 
     def _for_route(
         self, route_name: str, operation: str | None, ingress: str, named: frozenset[str]

@@ -40,10 +40,12 @@ class QuotaStage:
         if not rules:
             return None
         checks = []
-        skipped = []
+        skipped = None
         for rule in rules:
             key = rule.key(call)
             if key is None:
+                if skipped is None:
+                    skipped = []
                 skipped.append(rule.name)
                 self.metrics.count(rule.name, "skipped", self.limiter.mode)
             else:
@@ -67,7 +69,7 @@ class QuotaStage:
         return None
 
     @staticmethod
-    def _record(call: Call, skipped: list[str]) -> dict[str, Any]:
+    def _record(call: Call, skipped: list[str] | None) -> dict[str, Any]:
         record: dict[str, Any] | None = call.decisions.get("quota")
         if record is None:
             record = call.decisions["quota"] = {"allowed": True, "rules": []}
@@ -79,19 +81,26 @@ class QuotaStage:
         self, record: dict[str, Any], checks: list[Check], verdicts: list[Verdict], outcome: Outcome
     ) -> list[tuple[Rule, Verdict]]:
         """Record and count each rule's result; return the (rule, verdict) pairs the headers show."""
-        entries = record["rules"]
+        append = record["rules"].append
         shown = []
-        count = self.metrics.count
-        if not outcome.passed:
+        decisions = self.metrics.decisions
+        passed = outcome.passed
+        if not passed:
             record["allowed"] = False
-        for index, ((rule, _), verdict) in enumerate(zip(checks, verdicts, strict=True)):
-            mode = outcome.mode if outcome.modes is None else outcome.modes[index]
+        modes = outcome.modes
+        mode = outcome.mode
+        for index, check in enumerate(checks):
+            rule = check[0]
+            verdict = verdicts[index]
+            if modes is not None:
+                mode = modes[index]
             if verdict.allowed:
-                result = "allowed" if outcome.passed else "not_counted"
+                result = "allowed" if passed else "not_counted"
             else:
                 result = "shadow_denied" if rule.shadow else "denied"
-            count(rule.name, result, mode)
-            entries.append({"rule": rule.name, "result": result, "mode": mode, "remaining": verdict.remaining})
-            if not rule.shadow and verdict.remaining >= 0:
+            decisions[rule.name, result, mode] += 1
+            remaining = verdict.remaining
+            append({"rule": rule.name, "result": result, "mode": mode, "remaining": remaining})
+            if remaining >= 0 and not rule.shadow:
                 shown.append((rule, verdict))
         return shown

@@ -38,22 +38,24 @@ class MemoryStore:
         now = self.clock()
         if len(checks) == 1:
             return [self._decide_one(checks[0], now)]
-        tables = []
+        tables = self._tables
+        held = []
         verdicts = []
         passed = True
         for rule, key in checks:
-            table = self._tables.get(rule.store_name)
+            table = tables.get(rule.store_name)
             if table is None:
-                table = self._tables[rule.store_name] = OrderedDict()
-            verdict = rule.algorithm.check(table.get(key), now)
+                table = tables[rule.store_name] = OrderedDict()
+            state = table.get(key)
+            verdict = rule.algorithm.check(state, now)
             if not verdict.allowed and not rule.shadow:
                 passed = False
-            tables.append(table)
+            held.append((table, state))
             verdicts.append(verdict)
         if passed:
-            for (rule, key), table, verdict in zip(checks, tables, verdicts, strict=True):
+            for (rule, key), (table, state), verdict in zip(checks, held, verdicts, strict=True):
                 if verdict.allowed:
-                    table[key] = rule.algorithm.commit(table.get(key), now)
+                    table[key] = rule.algorithm.commit(state, now)
                     table.move_to_end(key)
                     self._after_commit(table, rule, now)
         return verdicts
