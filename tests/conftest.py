@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,6 +17,21 @@ from edge.config import load
 from edge.server import Gateway
 
 StartBackend = Callable[[web.Application], Awaitable[str]]
+
+ENGINES = ("aiohttp", "httptools")
+BOTH_ENGINES = ("tests.frontends.", "tests.test_reload")  # modules whose tests run once per HTTP server engine
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    chosen = any("engine" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize"))
+    if "engine" in metafunc.fixturenames and metafunc.module.__name__.startswith(BOTH_ENGINES) and not chosen:
+        metafunc.parametrize("engine", ENGINES)
+
+
+@pytest.fixture
+def engine() -> str:
+    """The HTTP listener's server core; EDGE_HTTP_ENGINE=httptools runs the rest of the suite on it too."""
+    return os.environ.get("EDGE_HTTP_ENGINE", "aiohttp")
 
 
 @pytest.fixture
@@ -40,9 +56,10 @@ async def start_backend() -> AsyncIterator[StartBackend]:
 class GatewayFiles:
     """A gateway's edge.yaml and routes file in a temp folder, and the running gateway."""
 
-    def __init__(self, folder: Path, stack: AsyncExitStack) -> None:
+    def __init__(self, folder: Path, stack: AsyncExitStack, engine: str = "aiohttp") -> None:
         self.folder = folder
         self.stack = stack
+        self.engine = engine
         self.config_path = folder / "edge.yaml"
         self.routes_path = folder / "routes.yaml"
         self.audit_path = folder / "audit.jsonl"
@@ -67,6 +84,9 @@ class GatewayFiles:
         }
         for key, value in sections.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        http = config["listeners"].get("http")
+        if self.engine != "aiohttp" and http is not None:
+            config["listeners"]["http"] = {**http, "engine": self.engine}
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.write_routes(routes)
         self.gateway = await self.stack.enter_async_context(Gateway(load(self.config_path)))
@@ -92,6 +112,6 @@ class GatewayFiles:
 
 
 @pytest.fixture
-async def edge(tmp_path: Path) -> AsyncIterator[GatewayFiles]:
+async def edge(tmp_path: Path, engine: str) -> AsyncIterator[GatewayFiles]:
     async with AsyncExitStack() as stack:
-        yield GatewayFiles(tmp_path, stack)
+        yield GatewayFiles(tmp_path, stack, engine)

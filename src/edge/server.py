@@ -25,6 +25,7 @@ from edge.config.gateway import Listener
 from edge.errors import UpstreamUnavailable
 from edge.frontends.admin import admin_app
 from edge.frontends.grpc import GrpcDoor, GrpcListener
+from edge.frontends.h1_door import H1Door
 from edge.frontends.http import HttpDoor
 from edge.metrics import gateway_registry
 from edge.pipeline import Pipeline, Stage
@@ -76,7 +77,9 @@ class Gateway:
         self.audit = AuditLog.from_config(config.audit, config.server.instance_id or default_instance_id())
         self.quota = Quota(config.quota)
         self.identity = IdentityStage(config.identity, HttpFetcher)
-        self.policy = PolicyStage(PolicyClient(config.policy.client_settings()), config.policy) if config.policy else None
+        self.policy = (
+            PolicyStage(PolicyClient(config.policy.client_settings()), config.policy) if config.policy else None
+        )
         self.pipeline = Pipeline(self._stages(), self.audit)
         self.ports: dict[str, int] = {}
         self.last_reload_error: list[str] | None = None
@@ -136,7 +139,7 @@ class Gateway:
                 config.forwarding,
                 "https" if listeners.http.tls else "http",
             )
-            await self._serve("http", listeners.http, door.server(), stack)
+            await self._serve("http", listeners.http, door, stack)
         if listeners.grpc is not None:
             await self._serve_grpc(listeners.grpc, stack)
         if listeners.admin is not None:
@@ -152,12 +155,15 @@ class Gateway:
             )
             stack.push_async_callback(_cancel, watcher)
 
-    async def _serve(self, name: str, listener: Listener, server: web.Server, stack: AsyncExitStack) -> None:
-        runner = web.ServerRunner(
-            server, shutdown_timeout=self.settings.config.server.drain_timeout, handle_signals=False
-        )
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
+    async def _serve(self, name: str, listener: Listener, door: HttpDoor, stack: AsyncExitStack) -> None:
+        drain_timeout = self.settings.config.server.drain_timeout
+        if listener.engine == "httptools":
+            h1 = H1Door(door).listener()
+            stack.push_async_callback(h1.aclose, drain_timeout)
+        else:
+            runner = web.ServerRunner(door.server(), shutdown_timeout=drain_timeout, handle_signals=False)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
         sock = bind(listener, self.reuse_port)
         self.ports[name] = sock.getsockname()[1]
         ssl_context = server_context(listener.tls) if listener.tls else None
@@ -167,8 +173,11 @@ class Gateway:
                 watch_server_tls(ssl_context, listener.tls, interval), name=f"{name}-tls-watcher"
             )
             stack.push_async_callback(_cancel, reloader)
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        log.info("%s listener on %s:%d", name, listener.host, self.ports[name])
+        if listener.engine == "httptools":
+            await h1.start(sock, ssl_context)
+        else:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        log.info("%s listener on %s:%d (%s)", name, listener.host, self.ports[name], listener.engine)
 
     async def _serve_grpc(self, listener: Listener, stack: AsyncExitStack) -> None:
         config = self.settings.config

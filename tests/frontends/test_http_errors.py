@@ -48,12 +48,18 @@ async def test_no_route_is_404(edge: GatewayFiles, start_backend: StartBackend) 
         for method, path in [("GET", "/v1/unknown"), ("DELETE", "/v1/known")]:
             async with session.request(method, edge.url + path) as response:
                 assert response.status == 404
-                assert await get_error(response) == {"code": 404, "status": "UNIMPLEMENTED", "message": "no route for this path"}
+                assert await get_error(response) == {
+                    "code": 404,
+                    "status": "UNIMPLEMENTED",
+                    "message": "no route for this path",
+                }
 
 
 async def test_upstream_refused_is_502(edge: GatewayFiles) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": "dead"}]}, upstreams={"dead": {"endpoints": [dead]}})
+    await edge.start(
+        {"routes": [{"match": {"prefix": "/"}, "upstream": "dead"}]}, upstreams={"dead": {"endpoints": [dead]}}
+    )
     async with aiohttp.ClientSession() as session, session.get(f"{edge.url}/x") as response:
         assert response.status == 502
         error = await get_error(response)
@@ -63,7 +69,9 @@ async def test_upstream_refused_is_502(edge: GatewayFiles) -> None:
 async def test_second_endpoint_used_when_first_refuses(edge: GatewayFiles, start_backend: StartBackend) -> None:
     backend = await start_backend(ok_app())
     dead = f"http://127.0.0.1:{free_port()}"
-    await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": "pair"}]}, upstreams={"pair": {"endpoints": [dead, backend]}})
+    await edge.start(
+        {"routes": [{"match": {"prefix": "/"}, "upstream": "pair"}]}, upstreams={"pair": {"endpoints": [dead, backend]}}
+    )
     async with aiohttp.ClientSession() as session:
         for _ in range(4):
             async with session.get(f"{edge.url}/x") as response:
@@ -124,7 +132,10 @@ async def test_body_over_limit_is_413(edge: GatewayFiles, start_backend: StartBa
 
 async def test_headers_too_large_is_431(edge: GatewayFiles, start_backend: StartBackend) -> None:
     backend = await start_backend(ok_app())
-    await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": backend}]}, limits={"max_header_line": 1024, "max_headers": 20})
+    await edge.start(
+        {"routes": [{"match": {"prefix": "/"}, "upstream": backend}]},
+        limits={"max_header_line": 1024, "max_headers": 20},
+    )
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{edge.url}/x", headers={"X-Big": "a" * 2000}) as response:
             assert response.status == 431
@@ -158,8 +169,13 @@ async def test_bad_paths_are_400(edge: GatewayFiles, start_backend: StartBackend
 
 async def test_encoded_slash_allowed_inside_template_variable(edge: GatewayFiles, start_backend: StartBackend) -> None:
     backend = await start_backend(ok_app())
-    await edge.start({"routes": [{"match": {"path": "/v1/files/{name}"}, "upstream": backend, "rewrite": "/files/{name}"}]})
-    async with aiohttp.ClientSession() as session, session.get(f"{edge.url}/v1/files/a%2Fb", allow_redirects=False) as response:
+    await edge.start(
+        {"routes": [{"match": {"path": "/v1/files/{name}"}, "upstream": backend, "rewrite": "/files/{name}"}]}
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{edge.url}/v1/files/a%2Fb", allow_redirects=False) as response,
+    ):
         assert response.status == 200
         assert (await response.json())["path"] == "/files/a%2Fb"
 
@@ -183,7 +199,9 @@ async def test_dot_segments_resolved_before_routing(edge: GatewayFiles, start_ba
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ],
 )
-async def test_malformed_requests_are_400_in_error_shape(edge: GatewayFiles, start_backend: StartBackend, request_bytes: bytes) -> None:
+async def test_malformed_requests_are_400_in_error_shape(
+    edge: GatewayFiles, start_backend: StartBackend, request_bytes: bytes
+) -> None:
     backend = await start_backend(ok_app())
     await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": backend}]})
     reply = await raw_request(edge.gateway.ports["http"], request_bytes)  # type: ignore[union-attr]

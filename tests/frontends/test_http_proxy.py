@@ -23,7 +23,12 @@ def echo_app() -> web.Application:
                 "header_list": [[k.lower(), v] for k, v in request.headers.items()],
                 "body": body.decode(errors="replace"),
             },
-            headers={"X-Backend": "echo", "Connection": "keep-alive, X-Hop", "X-Hop": "secret", "Keep-Alive": "timeout=5"},
+            headers={
+                "X-Backend": "echo",
+                "Connection": "keep-alive, X-Hop",
+                "X-Hop": "secret",
+                "Keep-Alive": "timeout=5",
+            },
         )
 
     app = web.Application()
@@ -39,10 +44,22 @@ async def test_refill_example_returns_backend_json(edge: GatewayFiles, start_bac
     app.router.add_get("/refill", refill)
     backend = await start_backend(app)
     await edge.start(
-        {"routes": [{"name": "refill", "match": {"path": "/v1/prescriptions/refill"}, "upstream": "pharmacy", "rewrite": "/refill"}]},
+        {
+            "routes": [
+                {
+                    "name": "refill",
+                    "match": {"path": "/v1/prescriptions/refill"},
+                    "upstream": "pharmacy",
+                    "rewrite": "/refill",
+                }
+            ]
+        },
         upstreams={"pharmacy": {"endpoints": [backend]}},
     )
-    async with aiohttp.ClientSession() as session, session.get(f"{edge.url}/v1/prescriptions/refill?rx=RX-42") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{edge.url}/v1/prescriptions/refill?rx=RX-42") as response,
+    ):
         assert response.status == 200
         assert await response.json() == {"status": "QUEUED", "pickup": "03-Oct-2024", "rx": "RX-42"}
         assert len(response.headers["x-request-id"]) == 32
@@ -64,7 +81,9 @@ async def test_shorthand_prefix_route_rewrites_and_keeps_query(edge: GatewayFile
             assert response.status == 404
 
 
-async def test_request_headers_forwarded_and_hop_by_hop_removed(edge: GatewayFiles, start_backend: StartBackend) -> None:
+async def test_request_headers_forwarded_and_hop_by_hop_removed(
+    edge: GatewayFiles, start_backend: StartBackend
+) -> None:
     backend = await start_backend(echo_app())
     await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": backend}]})
     headers = {
@@ -76,7 +95,10 @@ async def test_request_headers_forwarded_and_hop_by_hop_removed(edge: GatewayFil
         "X-Custom": "kept",
         "X-Forwarded-For": "203.0.113.9",
     }
-    async with aiohttp.ClientSession() as session, session.post(f"{edge.url}/things?q=1", data=b"hello", headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{edge.url}/things?q=1", data=b"hello", headers=headers) as response,
+    ):
         assert response.status == 200
         seen = await response.json()
         assert response.headers["x-request-id"] == "req-123"
@@ -192,7 +214,9 @@ async def test_audit_record_per_call_without_query_or_tokens(edge: GatewayFiles,
     backend = await start_backend(echo_app())
     await edge.start({"routes": [{"name": "echo", "match": {"prefix": "/v1"}, "upstream": backend}]})
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{edge.url}/v1/a?token=SECRET", data=b"12345", headers={"Authorization": "Bearer SECRET"}) as response:
+        async with session.post(
+            f"{edge.url}/v1/a?token=SECRET", data=b"12345", headers={"Authorization": "Bearer SECRET"}
+        ) as response:
             assert response.status == 200
             request_id = response.headers["x-request-id"]
         async with session.get(f"{edge.url}/nowhere?token=SECRET") as response:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from edge.call import Call, Denial, Metadata, Peer, Reply
 from edge.config.gateway import Forwarding, Limits
 from edge.errors import EdgeError, PayloadTooLarge, Status
 from edge.forwarded import client_address
+from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
 from edge.pipeline import Forward, Pipeline
 from edge.routes import LiveTable
@@ -89,8 +89,8 @@ class HttpDoor:
         return sent[0]
 
     def _call(self, request: web.BaseRequest) -> Call:
-        metadata = Metadata((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers)
-        request_id = metadata.get(self.forwarding.request_id_header)
+        metadata = Metadata([(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers])
+        given = metadata.get(self.forwarding.request_id_header)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         address = peer[0] if peer else "unknown"
         if self.forwarding.trusted_proxies:
@@ -101,12 +101,14 @@ class HttpDoor:
             ingress="http",
             method=request.method,
             path=raw_path,
-            peer=Peer(address, peer[1] if peer else 0, _client_certificate(request) if self.scheme == "https" else None),
+            peer=Peer(
+                address, peer[1] if peer else 0, _client_certificate(request) if self.scheme == "https" else None
+            ),
             metadata=metadata,
             query=query,
             host=request.host,
             scheme=self.scheme,
-            request_id=str(request_id) if request_id and len(str(request_id)) <= 200 else os.urandom(16).hex(),
+            request_id=given if isinstance(given, str) and 0 < len(given) <= 200 else new_request_id(),
         )
         try:
             call.path = canonical_path(raw_path)
@@ -213,7 +215,7 @@ class _Handler(RequestHandler):
             status=code,
             body=error_body(code, Status.RESOURCE_EXHAUSTED if too_large else Status.INVALID_ARGUMENT, text),
             content_type=JSON,
-            headers={"x-request-id": os.urandom(16).hex()},
+            headers={"x-request-id": new_request_id()},
         )
         response.force_close()
         return response

@@ -1,0 +1,458 @@
+"""HTTP/1.1 connections on httptools (llhttp): the `engine: httptools` server core of the HTTP door.
+
+aiohttp's low-level server costs ~30 us of CPU per request on the bench
+machine before the gateway does anything; an `asyncio.Protocol` feeding
+llhttp costs ~5 us. This module is only the protocol: it parses requests,
+enforces the head limits (431) and answers malformed ones (400), keeps
+connections alive, answers pipelined requests in order (one at a time per
+connection), streams request bodies with flow control (reading pauses while
+more than `BODY_BUFFER` bytes wait), and offers `write`/`drain` with the
+transport's write backpressure. What a request means and how a reply is
+rendered is `h1_door.py`'s business; `H1Listener` owns the listening server,
+idle keep-alive timeouts and the drain on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import cast
+
+import httptools
+
+from edge.config.gateway import Limits
+from edge.errors import BadRequest, Status
+
+log = logging.getLogger("edge.http")
+
+BODY_BUFFER = 256 * 1024
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection stays open, as aiohttp's server
+SWEEP_INTERVAL = 5.0
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_PAUSED_BODY = 1
+_PAUSED_QUEUE = 2
+
+ErrorReply = Callable[[int, Status, str], bytes]
+
+
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback; httptools re-raises it as the context of a callback error."""
+
+
+class RequestStream:
+    """A request body as it arrives: an async iterator of bytes fed by the parser, with flow control."""
+
+    __slots__ = ("_buffered", "_chunks", "_connection", "_continue", "_error", "_waiter", "complete")
+
+    def __init__(self, connection: H1Connection, expect_continue: bool) -> None:
+        self._connection = connection
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._continue = expect_continue
+        self.complete = False
+
+    @property
+    def full(self) -> bool:
+        return self._buffered > BODY_BUFFER
+
+    def feed(self, data: bytes) -> None:
+        self._continue = False  # the client did not wait for it
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > BODY_BUFFER:
+            self._connection.pause_reading(_PAUSED_BODY)
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.complete:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self._chunks
+        while not chunks:
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                raise StopAsyncIteration
+            if self._continue:
+                self._continue = False
+                self._connection.write(CONTINUE)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._connection.resume_reading(_PAUSED_BODY)
+        return data
+
+
+class H1Request:
+    """One parsed request head; `headers` have lower-cased names, `target` is the raw request target."""
+
+    __slots__ = ("body", "complete", "content_length", "headers", "keep_alive", "method", "target", "version")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        content_length: int | None,
+        body: RequestStream | None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.body = body
+        self.complete = False  # the whole message (head and body) has been parsed
+
+
+Handler = Callable[["H1Request", "H1Connection"], Awaitable[None]]
+
+
+class H1Connection(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order, keep alive or close."""
+
+    def __init__(self, listener: H1Listener) -> None:
+        self._listener = listener
+        self._handler = listener.handler
+        self._max_line = listener.limits.max_header_line
+        self._max_headers = listener.limits.max_headers
+        self._head_limit = (listener.limits.max_headers + 2) * (listener.limits.max_header_line + 4)
+        self._parser = httptools.HttpRequestParser(self)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[H1Request | bytes] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._parsing: H1Request | None = None
+        self._in_head = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._content_length: int | None = None
+        self._chunked = False
+        self._expect_continue = False
+        self._host_seen = False
+        self._read_paused = 0
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._stopped = False  # no more requests are read on this connection
+        self._lost = False
+        self._closing = False  # shutting down: finish the current reply, then close
+        self.last_active = self._loop.time()
+        self.peer: tuple[str, int] = ("unknown", 0)
+        self.host = ""  # the listener's address, for requests without a Host header
+        self.ssl_object: ssl.SSLObject | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.host = f"{local[0]}:{local[1]}" if ":" not in str(local[0]) else f"[{local[0]}]:{local[1]}"
+        self.ssl_object = transport.get_extra_info("ssl_object")
+        self._listener.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._stopped = True
+        self._listener.forget(self)
+        gone = ConnectionResetError("the client went away")
+        for item in (self._parsing, *self._queue):
+            if isinstance(item, H1Request) and item.body is not None:
+                item.body.fail(gone)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(gone)
+        if self._task is not None:
+            self._task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self.last_active = self._loop.time()
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_limit:
+                self._reject(431, Status.RESOURCE_EXHAUSTED, "request line or headers too large")
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._stop_reading()
+        except httptools.HttpParserError as error:
+            if isinstance(error.__context__, _HeadTooLarge):
+                self._reject(431, Status.RESOURCE_EXHAUSTED, "request line or headers too large")
+            else:
+                reason = str(error.__context__ or error) or type(error).__name__
+                self._reject(400, Status.INVALID_ARGUMENT, f"malformed request: {reason}")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._content_length = None
+        self._chunked = False
+        self._expect_continue = False
+        self._host_seen = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_line:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= self._max_headers or len(name) + len(value) + 2 > self._max_line:
+            raise _HeadTooLarge
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key == "content-length":
+            self._content_length = int(text)
+        elif key == "transfer-encoding":
+            self._chunked = True
+        elif key == "expect":
+            self._expect_continue = text.lower() == "100-continue"
+        elif key == "host":
+            if self._host_seen:
+                raise ValueError("duplicate Host header")
+            self._host_seen = True
+        self._headers.append((key, text))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        has_body = self._chunked or bool(self._content_length)
+        expect = self._expect_continue and version == "1.1"
+        request = H1Request(
+            parser.get_method().decode("ascii"),
+            self._url.decode("latin-1"),
+            version,
+            self._headers,
+            parser.should_keep_alive() and not parser.should_upgrade(),
+            self._content_length,
+            RequestStream(self, expect) if has_body else None,
+        )
+        self._parsing = request
+        self._queue.append(request)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        else:
+            self.pause_reading(_PAUSED_QUEUE)
+
+    def on_body(self, data: bytes) -> None:
+        request = self._parsing
+        if request is not None and request.body is not None:
+            request.body.feed(data)
+
+    def on_message_complete(self) -> None:
+        request = self._parsing
+        if request is not None:
+            request.complete = True
+            if request.body is not None:
+                request.body.finish()
+            self._parsing = None
+
+    # what the door uses
+
+    def write(self, data: bytes) -> None:
+        if self._lost or self._transport is None:
+            raise ConnectionResetError("the client went away")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if self._lost:
+            raise ConnectionResetError("the client went away")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self._loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def keeps_alive(self, request: H1Request) -> bool:
+        """Whether the reply being written may leave the connection open for the next request."""
+        return request.keep_alive and request.complete and not self._closing and not self._stopped
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # flow control and lifetime
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._read_paused and self._transport is not None and not self._lost:
+            self._transport.pause_reading()
+        self._read_paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if not self._read_paused & reason:
+            return
+        self._read_paused &= ~reason
+        if not self._read_paused and self._transport is not None and not self._lost:
+            self._transport.resume_reading()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds without a byte read or a request in flight (0 while one is in flight)."""
+        return 0.0 if self._task is not None else now - self.last_active
+
+    def shut_down(self) -> None:
+        """Stop taking requests: an idle connection closes now, a busy one after its current reply."""
+        self._closing = True
+        if self._task is None and self._parsing is None:
+            self._close()
+
+    async def _serve(self) -> None:
+        """Answer queued requests in order; one task per burst of requests, not per request."""
+        queue = self._queue
+        try:
+            while queue:
+                item = queue.popleft()
+                if not queue:  # the next request's head (and this one's body) may be read now
+                    self.resume_reading(_PAUSED_QUEUE)
+                if isinstance(item, bytes):  # a 400/431 for a request that could not be parsed
+                    self.write(item)
+                    self._close()
+                    return
+                await self._handler(item, self)
+                if not self.keeps_alive(item):
+                    self._close()
+                    return
+                parsing = self._parsing
+                if parsing is None or parsing.body is None or not parsing.body.full:
+                    self.resume_reading(_PAUSED_BODY)  # an unread, complete body no longer holds reading
+        except (asyncio.CancelledError, ConnectionError):
+            self.abort()
+        except Exception:
+            log.exception("unexpected error answering an HTTP request; closing the connection")
+            self.abort()
+        finally:
+            self._task = None
+            self.last_active = self._loop.time()
+
+    def _close(self) -> None:
+        """Close after what was written has been sent."""
+        self._stopped = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _stop_reading(self) -> None:
+        """An upgrade request: it is answered as a plain request, then the connection closes."""
+        self._stopped = True
+        for item in self._queue:
+            if isinstance(item, H1Request):
+                item.keep_alive = False
+
+    def _reject(self, status: int, code: Status, message: str) -> None:
+        self._stopped = True
+        self._in_head = False
+        request = self._parsing
+        if request is not None:  # the head was fine, its body is not: that request's reply says so
+            if request.body is not None:
+                request.body.fail(BadRequest(message))
+            request.keep_alive = False
+            self._parsing = None
+            return
+        self._queue.append(self._listener.error_reply(status, code, message))
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+
+
+class H1Listener:
+    """The listening server: its connections, idle timeouts, and a drain on shutdown."""
+
+    def __init__(self, handler: Handler, limits: Limits, error_reply: ErrorReply) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.error_reply = error_reply
+        self.connections: set[H1Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._all_gone: asyncio.Event | None = None
+
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: H1Connection(self), sock=sock, ssl=ssl_context)
+        self._sweeper = loop.create_task(self._sweep(), name="http-keepalive-sweeper")
+
+    def forget(self, connection: H1Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._all_gone is not None:
+            self._all_gone.set()
+
+    async def aclose(self, drain_timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish for up to `drain_timeout`, then cut the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
+        self._all_gone = asyncio.Event()
+        for connection in list(self.connections):
+            connection.shut_down()
+        if self.connections:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(drain_timeout):
+                    await self._all_gone.wait()
+        for connection in list(self.connections):
+            connection.abort()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for connection in list(self.connections):
+                if connection.idle_for(now) > KEEPALIVE_TIMEOUT:
+                    connection.shut_down()
