@@ -221,8 +221,8 @@ audit:
 """
 
 
-def http_listener(port: int) -> str:
-    return f"  http: {{host: 127.0.0.1, port: {port}}}\n"
+def http_listener(port: int, engine: str = "aiohttp") -> str:
+    return f"  http: {{host: 127.0.0.1, port: {port}, engine: {engine}}}\n"
 
 
 def http_routes(backend: str) -> str:
@@ -405,11 +405,11 @@ def run_cases(cases: dict[str, Measure], rounds: int) -> list[Result]:
 def print_table(results: list[Result], peers: dict[str, str]) -> None:
     """`peers` maps a case to the case its ratio is taken against."""
     rates = {r.name: r.rps for r in results}
-    print(f"\n{'case':<52} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  ratio")
+    print(f"\n{'case':<56} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  ratio")
     for r in results:
         peer = peers.get(r.name)
         ratio = f"{r.rps / rates[peer]:.2f}x {peer}" if peer else ""
-        print(f"{r.name:<52} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}  {ratio}")
+        print(f"{r.name:<56} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}  {ratio}")
 
 
 def verdict(name: str, value: float, target: float, above: bool, unit: str = "") -> str:
@@ -499,7 +499,7 @@ def main() -> int:
         folder = Path(tmp)
         folder.chmod(0o755)  # nginx workers run as another user
         ports = {name: free_port() for name in ("static", "proxy", "grpc_proxy", "grpc_backend", "redis")}
-        ports.update({name: free_port() for name in ("edge", "full", "redis_full", "grpc_edge")})
+        ports.update({name: free_port() for name in ("edge", "edge_h1", "full", "full_h1", "redis_full", "grpc_edge")})
         _, public_key = write_keys(folder)
         tokens = mint_many(folder, COLD_TOKENS + 1)
         token, cold = tokens[0], tokens[1:]
@@ -526,6 +526,22 @@ def main() -> int:
         (folder / "protos" / "bench.proto").write_text(PROTO)
         configs = {
             "edge": edge_config(folder, "proxy", http_listener(ports["edge"]), http_routes(backend)),
+            "edge_h1": edge_config(
+                folder, "proxy-h1", http_listener(ports["edge_h1"], "httptools"), http_routes(backend)
+            ),
+            "full_h1": edge_config(
+                folder,
+                "full-h1",
+                http_listener(ports["full_h1"], "httptools"),
+                http_routes(backend),
+                pipeline_section(
+                    folder,
+                    "full-h1",
+                    public_key,
+                    "memory",
+                    f"{{type: file, path: '{folder}/audit-full-h1-${{EDGE_WORKER:-0}}.jsonl'}}",
+                ),
+            ),
             "full": edge_config(
                 folder,
                 "full",
@@ -572,7 +588,8 @@ def main() -> int:
         bearer = (f"Authorization: Bearer {token}",)
         cold_script = lua_tokens(folder, cold)
         url = {
-            name: f"http://127.0.0.1:{ports[name]}{PATH}" for name in ("static", "proxy", "edge", "full", "redis_full")
+            name: f"http://127.0.0.1:{ports[name]}{PATH}"
+            for name in ("static", "proxy", "edge", "edge_h1", "full", "full_h1", "redis_full")
         }
         grpc_url = {
             name: f"http://127.0.0.1:{ports[name]}{GRPC_METHOD}" for name in ("grpc_backend", "grpc_proxy", "grpc_edge")
@@ -581,7 +598,9 @@ def main() -> int:
             "limit": "1 backend alone (nginx static)",
             "peer": "2 nginx proxy_pass",
             "proxy": f"3 edge HTTP proxy, no stages (w={w})",
+            "proxy_h1": f"3 edge HTTP proxy, httptools engine (w={w})",
             "full": f"4 edge full pipeline, cached JWT (w={w})",
+            "full_h1": f"4 edge full pipeline, cached JWT, httptools (w={w})",
             "cold": f"4 edge full pipeline, new JWT per request (w={w})",
             "redis": f"5 edge full pipeline, Redis quota+audit (w={w})",
             "grpc_direct": "6 gRPC backend direct (grpc.aio)",
@@ -592,7 +611,9 @@ def main() -> int:
             names["limit"]: lambda: wrk(url["static"], d, c),
             names["peer"]: lambda: wrk(url["proxy"], d, c),
             names["proxy"]: lambda: wrk(url["edge"], d, c),
+            names["proxy_h1"]: lambda: wrk(url["edge_h1"], d, c),
             names["full"]: lambda: wrk(url["full"], d, c, headers=bearer),
+            names["full_h1"]: lambda: wrk(url["full_h1"], d, c, headers=bearer),
             names["cold"]: lambda: wrk(url["full"], d, c, script=cold_script),
             names["redis"]: lambda: wrk(url["redis_full"], d, c, headers=bearer),
             names["grpc_direct"]: lambda: h2load(grpc_url["grpc_backend"], d, 16, 8, folder),
@@ -608,7 +629,9 @@ def main() -> int:
         peers = {
             names["limit"]: names["peer"],
             names["proxy"]: names["peer"],
+            names["proxy_h1"]: names["peer"],
             names["full"]: names["peer"],
+            names["full_h1"]: names["peer"],
             names["cold"]: names["peer"],
             names["redis"]: names["peer"],
             names["grpc_direct"]: names["grpc_peer"],
@@ -627,6 +650,12 @@ def main() -> int:
                 checks.append(
                     verdict("edge full pipeline / nginx proxy_pass", rates[names["full"]] / peer, 0.4, True, "x")
                 )
+            if names["proxy_h1"] in rates:
+                ratio = rates[names["proxy_h1"]] / peer
+                checks.append(verdict("edge HTTP proxy, httptools engine / nginx proxy_pass", ratio, 0.5, True, "x"))
+            if names["full_h1"] in rates:
+                ratio = rates[names["full_h1"]] / peer
+                checks.append(verdict("edge full pipeline, httptools / nginx proxy_pass", ratio, 0.4, True, "x"))
         if names["grpc_peer"] in rates and names["grpc_edge"] in rates:
             ratio = rates[names["grpc_edge"]] / rates[names["grpc_peer"]]
             checks.append(verdict("edge gRPC door / nginx grpc_pass", ratio, 0.6, True, "x"))

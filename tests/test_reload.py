@@ -42,7 +42,9 @@ async def test_reload_under_load_never_fails_a_request(edge: GatewayFiles, start
         clients = [asyncio.create_task(client(session)) for _ in range(4)]
         for n in range(1, 51):
             if n % 5 == 0:
-                edge.write_routes("routes: [ {match: {path: /v}, upstream: nowhere} ]" if n % 10 else "routes: [ {{{ broken")
+                edge.write_routes(
+                    "routes: [ {match: {path: /v}, upstream: nowhere} ]" if n % 10 else "routes: [ {{{ broken"
+                )
             else:
                 edge.write_routes(version(n, backend))
             await asyncio.sleep(0.06)
@@ -99,9 +101,13 @@ async def test_invalid_file_rejected_and_reported_at_admin(edge: GatewayFiles, s
             assert (await response.json())["path"] == "/v2"
 
 
-async def test_in_flight_call_finishes_on_the_table_it_started_with(edge: GatewayFiles, start_backend: StartBackend) -> None:
+async def test_in_flight_call_finishes_on_the_table_it_started_with(
+    edge: GatewayFiles, start_backend: StartBackend
+) -> None:
     backend = await start_backend(path_app(delay=0.5))
-    await edge.start({"routes": [{"match": {"prefix": "/slow"}, "upstream": backend}]}, server={"watch_interval": "10s"})
+    await edge.start(
+        {"routes": [{"match": {"prefix": "/slow"}, "upstream": backend}]}, server={"watch_interval": "10s"}
+    )
     async with aiohttp.ClientSession() as session:
         slow = asyncio.create_task(session.get(f"{edge.url}/slow"))
         await asyncio.sleep(0.1)

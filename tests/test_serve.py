@@ -22,7 +22,10 @@ async def start_edge(tmp_path: Path, backend: str) -> tuple[asyncio.subprocess.P
     (tmp_path / "edge.yaml").write_text(
         yaml.safe_dump(
             {
-                "listeners": {"http": {"host": "127.0.0.1", "port": port}, "admin": {"host": "127.0.0.1", "port": admin}},
+                "listeners": {
+                    "http": {"host": "127.0.0.1", "port": port},
+                    "admin": {"host": "127.0.0.1", "port": admin},
+                },
                 "audit": {"sinks": [{"type": "file", "path": "audit.jsonl"}]},
                 "server": {"drain_timeout": "5s", "watch_interval": "10s"},
             }
@@ -76,7 +79,9 @@ async def test_sighup_reloads_routes(tmp_path: Path, start_backend: StartBackend
     process, port = await start_edge(tmp_path, await start_backend(app))
     try:
         backend = yaml.safe_load((tmp_path / "routes.yaml").read_text())["routes"][0]["upstream"]
-        (tmp_path / "routes.yaml").write_text(yaml.safe_dump({"routes": [{"match": {"prefix": "/"}, "upstream": backend, "rewrite": "/moved"}]}))
+        (tmp_path / "routes.yaml").write_text(
+            yaml.safe_dump({"routes": [{"match": {"prefix": "/"}, "upstream": backend, "rewrite": "/moved"}]})
+        )
         process.send_signal(signal.SIGHUP)
         async with aiohttp.ClientSession() as session, asyncio.timeout(5):
             while True:

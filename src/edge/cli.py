@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     certs = commands.add_parser("certs", help="write a dev CA, server and client certificates, and a token signing key")
     certs.add_argument("--dir", type=Path, default=Path("dev-certs"), help="where to write them (default: dev-certs)")
     certs.add_argument("--host", action="append", help="server name or IP (repeatable; default: localhost, 127.0.0.1)")
-    certs.add_argument("--client", action="append", help="client certificate CN or email (repeatable; default: veteran)")
+    certs.add_argument(
+        "--client", action="append", help="client certificate CN or email (repeatable; default: veteran)"
+    )
     certs.add_argument("--org", default="DoD", help="O= of client certificates (default: DoD)")
     certs.add_argument("--unit", action="append", help="OU= of client certificates (repeatable; default: CAC)")
     certs.add_argument("--force", action="store_true", help="overwrite files already there")
@@ -235,5 +237,9 @@ def _token(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"cannot read the dev signing key ({error}); run `edge certs` first", file=sys.stderr)
         return 1
-    print(mint_token(key, args.sub, args.role, issuer=args.issuer or DEV_ISSUER, audience=args.aud or DEV_AUDIENCE, ttl=args.ttl))
+    print(
+        mint_token(
+            key, args.sub, args.role, issuer=args.issuer or DEV_ISSUER, audience=args.aud or DEV_AUDIENCE, ttl=args.ttl
+        )
+    )
     return 0

@@ -202,9 +202,7 @@ def test_parse_errors(text: str, message: str) -> None:
         ("/v1/{name}", "/v1/a:b", None, {"name": "a:b"}),
     ],
 )
-def test_match(
-    template: str, path: str, verb: str | None, expected: dict[str, str] | None
-) -> None:
+def test_match(template: str, path: str, verb: str | None, expected: dict[str, str] | None) -> None:
     assert parse_template(template).match(split_segments(path), verb) == expected
 
 

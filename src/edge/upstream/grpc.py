@@ -114,7 +114,9 @@ class GrpcUpstream:
             rpc.cancel()
             raise
         code = await rpc.code()
-        reply = Reply(headers=response_metadata(await rpc.initial_metadata()), body=message if message is not None else _NONE)
+        reply = Reply(
+            headers=response_metadata(await rpc.initial_metadata()), body=message if message is not None else _NONE
+        )
         reply.status = Status(code.value[0])
         reply.http_status = http_status(reply.status)
         reply.message = await rpc.details() or ""
