@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from edge import ids
 
 HEX = re.compile(r"[0-9a-f]+")
@@ -32,3 +34,15 @@ def test_a_forked_child_does_not_reuse_the_parents_buffer() -> None:
     os.waitpid(pid, 0)
     assert len(child) == 32
     assert child != ids.request_id()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("req-123", True), ("x" * 200, True), ("x" * 201, False), ("", False), (None, False), (b"req-bin", False)],
+)
+def test_caller_request_id_kept_only_when_usable(given: object, kept: bool) -> None:
+    chosen = ids.caller_request_id(given)
+    if kept:
+        assert chosen == given
+    else:
+        assert chosen != given and len(chosen) == 32 and int(chosen, 16) >= 0

@@ -51,3 +51,14 @@ def request_id() -> str:
 def trace_ids() -> str:
     """48 hex characters: a W3C trace id (the first 32) and a parent id (the last 16)."""
     return _source.take(24)
+
+
+def caller_request_id(given: object) -> str:
+    """The caller's request id when it sent a usable one (text, 1 to 200 characters), else a new one.
+
+    Both doors keep a caller's id so one request can be followed across systems,
+    but not an unbounded one: it is logged and written to every audit record.
+    """
+    if isinstance(given, str) and 0 < len(given) <= 200:
+        return given
+    return request_id()

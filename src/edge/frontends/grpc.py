@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -38,6 +37,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from edge.call import Body, Call, Denial, Metadata, MetaValue, Peer, Reply
 from edge.config.gateway import Forwarding, Limits, Listener, ServerTLS
 from edge.errors import EdgeError, Status
+from edge.ids import caller_request_id
 from edge.pipeline import Forward, Pipeline
 from edge.routes import LiveTable
 from edge.tls import read_pem, server_context, tls_files_signature
@@ -133,7 +133,7 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
             peer=_peer(context, self.scheme == "https"),
             metadata=metadata,
             scheme=self.scheme,
-            request_id=given if isinstance(given, str) and 0 < len(given) <= 200 else os.urandom(16).hex(),
+            request_id=caller_request_id(given),
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
         match = self.table.current.match_grpc(path)

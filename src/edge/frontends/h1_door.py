@@ -25,6 +25,7 @@ from edge.errors import EdgeError, PayloadTooLarge, Status
 from edge.forwarded import client_address
 from edge.frontends.h1_server import H1Connection, H1Listener, H1Request
 from edge.frontends.http import JSON, HttpDoor, add_stage_headers, error_body
+from edge.ids import caller_request_id
 from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
 
@@ -77,7 +78,7 @@ class H1Door:
             query=query,
             host=str(metadata.get("host") or connection.host),
             scheme=self.scheme,
-            request_id=given if isinstance(given, str) and 0 < len(given) <= 200 else new_request_id(),
+            request_id=caller_request_id(given),
         )
         try:
             call.path = canonical_path(raw_path)

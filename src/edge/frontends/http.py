@@ -23,6 +23,7 @@ from edge.call import Call, Denial, Metadata, Peer, Reply
 from edge.config.gateway import Forwarding, Limits
 from edge.errors import EdgeError, PayloadTooLarge, Status
 from edge.forwarded import client_address
+from edge.ids import caller_request_id
 from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
 from edge.pipeline import Forward, Pipeline
@@ -108,7 +109,7 @@ class HttpDoor:
             query=query,
             host=request.host,
             scheme=self.scheme,
-            request_id=given if isinstance(given, str) and 0 < len(given) <= 200 else new_request_id(),
+            request_id=caller_request_id(given),
         )
         try:
             call.path = canonical_path(raw_path)
