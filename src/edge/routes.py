@@ -29,12 +29,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from edge.config.routes import RouteSpec, is_template
 from edge.errors import BadRequest
 from edge.paths import split_segments
 from edge.transcode.template import PathTemplate, parse_template
+
+if TYPE_CHECKING:
+    from edge.call import Call
 
 RouteKind = Literal["exact", "prefix", "template", "grpc"]
 _ENCODED_SLASH = "%2F"
@@ -364,6 +367,21 @@ def build_route(spec: RouteSpec, index: int) -> Route:
         rewrite_template=rewrite_template,
         spec=spec,
     )
+
+
+def route_http_call(table: RouteTable, call: Call) -> None:
+    """Resolve an HTTP call and fill in its route, bindings, operation and upstream path (with the query).
+
+    Raises BadRequest for an encoded slash outside a template variable; leaves
+    `call.route` None when nothing matches.
+    """
+    match = table.match_http(call.method, call.host, call.path)
+    if match is None:
+        return
+    call.route = match.route
+    call.bindings = match.bindings
+    call.decisions["operation"] = match.operation
+    call.upstream_path = f"{match.upstream_path}?{call.query}" if call.query else match.upstream_path
 
 
 class LiveTable:

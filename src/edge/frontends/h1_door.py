@@ -28,6 +28,7 @@ from edge.frontends.http import JSON, HttpDoor, add_stage_headers, error_body
 from edge.ids import caller_request_id
 from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
+from edge.routes import route_http_call
 
 log = logging.getLogger("edge.http")
 
@@ -82,7 +83,7 @@ class H1Door:
         )
         try:
             call.path = canonical_path(raw_path)
-            self.door._resolve(call)
+            route_http_call(self.door.table.current, call)
             call.body = self._body(request, call)
         except PathError as error:
             call.rejected = Denial(Status.INVALID_ARGUMENT, f"bad path: {error}")

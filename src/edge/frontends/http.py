@@ -27,7 +27,7 @@ from edge.ids import caller_request_id
 from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
 from edge.pipeline import Forward, Pipeline
-from edge.routes import LiveTable
+from edge.routes import LiveTable, route_http_call
 
 log = logging.getLogger("edge.http")
 
@@ -113,22 +113,13 @@ class HttpDoor:
         )
         try:
             call.path = canonical_path(raw_path)
-            self._resolve(call)
+            route_http_call(self.table.current, call)
             call.body = self._body(request, call)
         except PathError as error:
             call.rejected = Denial(Status.INVALID_ARGUMENT, f"bad path: {error}")
         except EdgeError as error:
             call.rejected = Denial.from_error(error)
         return call
-
-    def _resolve(self, call: Call) -> None:
-        match = self.table.current.match_http(call.method, call.host, call.path)
-        if match is None:
-            return
-        call.route = match.route
-        call.bindings = match.bindings
-        call.decisions["operation"] = match.operation
-        call.upstream_path = f"{match.upstream_path}?{call.query}" if call.query else match.upstream_path
 
     def _body(self, request: web.BaseRequest, call: Call) -> RequestBody | bytes:
         if not request.body_exists:
