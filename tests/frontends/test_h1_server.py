@@ -7,7 +7,8 @@ from typing import Any
 
 from edge.config.gateway import Limits
 from edge.errors import Status
-from edge.frontends.h1_server import BODY_BUFFER, H1Connection, H1Listener, H1Request
+from edge.frontends.h1_body import BODY_BUFFER
+from edge.frontends.h1_server import H1Connection, H1Listener, H1Request
 
 
 class RecordingTransport:

@@ -6,7 +6,7 @@ llhttp costs ~5 us. This module is only the protocol: it parses requests,
 enforces the head limits (431) and answers malformed ones (400), keeps
 connections alive, answers pipelined requests in order (one at a time per
 connection), streams request bodies with flow control (reading pauses while
-more than `BODY_BUFFER` bytes wait), and offers `write`/`drain` with the
+more than `h1_body.BODY_BUFFER` bytes wait), and offers `write`/`drain` with the
 transport's write backpressure. What a request means and how a reply is
 rendered is `h1_door.py`'s business; `H1Listener` owns the listening server,
 idle keep-alive timeouts and the drain on shutdown.
@@ -27,15 +27,13 @@ import httptools
 
 from edge.config.gateway import Limits
 from edge.errors import BadRequest, Status
+from edge.frontends.h1_body import PAUSED_BODY, RequestStream
 
 log = logging.getLogger("edge.http")
 
-BODY_BUFFER = 256 * 1024
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection stays open, as aiohttp's server
 SWEEP_INTERVAL = 5.0
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_PAUSED_BODY = 1
 _PAUSED_QUEUE = 2
 
 ErrorReply = Callable[[int, Status, str], bytes]
@@ -43,71 +41,6 @@ ErrorReply = Callable[[int, Status, str], bytes]
 
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback; httptools re-raises it as the context of a callback error."""
-
-
-class RequestStream:
-    """A request body as it arrives: an async iterator of bytes fed by the parser, with flow control."""
-
-    __slots__ = ("_buffered", "_chunks", "_connection", "_continue", "_error", "_waiter", "complete")
-
-    def __init__(self, connection: H1Connection, expect_continue: bool) -> None:
-        self._connection = connection
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
-        self._continue = expect_continue
-        self.complete = False
-
-    @property
-    def full(self) -> bool:
-        return self._buffered > BODY_BUFFER
-
-    def feed(self, data: bytes) -> None:
-        self._continue = False  # the client did not wait for it
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > BODY_BUFFER:
-            self._connection.pause_reading(_PAUSED_BODY)
-        self._wake()
-
-    def finish(self) -> None:
-        self.complete = True
-        self._wake()
-
-    def fail(self, error: BaseException) -> None:
-        if not self.complete:
-            self._error = error
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def __aiter__(self) -> RequestStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunks = self._chunks
-        while not chunks:
-            if self._error is not None:
-                raise self._error
-            if self.complete:
-                raise StopAsyncIteration
-            if self._continue:
-                self._continue = False
-                self._connection.write(CONTINUE)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._buffered = 0
-        self._connection.resume_reading(_PAUSED_BODY)
-        return data
 
 
 class H1Request:
@@ -367,7 +300,7 @@ class H1Connection(asyncio.Protocol):
                     return
                 parsing = self._parsing
                 if parsing is None or parsing.body is None or not parsing.body.full:
-                    self.resume_reading(_PAUSED_BODY)  # an unread, complete body no longer holds reading
+                    self.resume_reading(PAUSED_BODY)  # an unread, complete body no longer holds reading
         except (asyncio.CancelledError, ConnectionError):
             self.abort()
         except Exception:
