@@ -159,29 +159,42 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = None, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the routes file.
+
+    The handlers are installed before the listeners open, so a signal sent as
+    soon as the port answers never meets the default action (which for SIGHUP
+    would kill the process). A SIGHUP during start-up is ignored: the table
+    being loaded is already the file's current content, and the watcher
+    catches later changes.
+    """
     from edge.server import Gateway
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with Gateway(settings, reuse_port=reuse_port) as gateway:
-        reloads: set[asyncio.Task[object]] = set()
+    running: list[Gateway] = []
+    reloads: set[asyncio.Task[object]] = set()
 
-        def reload() -> None:
-            task = loop.create_task(gateway.reload())
+    def reload() -> None:
+        if running:
+            task = loop.create_task(running[0].reload())
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        logging.getLogger("edge").info("serving; ports %s", gateway.ports)
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-        logging.getLogger("edge").info("stopping: draining in-flight calls, flushing audit")
-    with contextlib.suppress(NotImplementedError):
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Gateway(settings, reuse_port=reuse_port) as gateway:
+            running.append(gateway)
+            logging.getLogger("edge").info("serving; ports %s", gateway.ports)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            logging.getLogger("edge").info("stopping: draining in-flight calls, flushing audit")
+    finally:
+        with contextlib.suppress(NotImplementedError):
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
