@@ -192,13 +192,7 @@ class OriginPool:
                 async for piece in _chunked(reader, read_timeout):
                     yield piece
             elif length is not None:
-                left = length
-                while left:
-                    async with asyncio.timeout(read_timeout):
-                        piece = await reader.read(min(CHUNK, left))
-                    if not piece:
-                        raise asyncio.IncompleteReadError(b"", left)
-                    left -= len(piece)
+                async for piece in _sized(reader, length, read_timeout):
                     yield piece
             else:
                 keep = False
@@ -376,13 +370,20 @@ async def _chunked(reader: asyncio.StreamReader, read_timeout: float) -> AsyncIt
                 while await reader.readuntil(b"\r\n") != b"\r\n":
                     pass
             return
-        while size:
-            async with asyncio.timeout(read_timeout):
-                piece = await reader.read(min(CHUNK, size))
-            if not piece:
-                raise asyncio.IncompleteReadError(b"", size)
-            size -= len(piece)
+        async for piece in _sized(reader, size, read_timeout):
             yield piece
         async with asyncio.timeout(read_timeout):
             if await reader.readexactly(2) != b"\r\n":
                 raise ProtocolFailure("chunk not followed by CRLF")
+
+
+async def _sized(reader: asyncio.StreamReader, size: int, read_timeout: float) -> AsyncGenerator[bytes]:
+    """Exactly `size` bytes, as they arrive; IncompleteReadError when the connection ends first."""
+    left = size
+    while left:
+        async with asyncio.timeout(read_timeout):
+            piece = await reader.read(min(CHUNK, left))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", left)
+        left -= len(piece)
+        yield piece

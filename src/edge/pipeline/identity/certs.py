@@ -20,7 +20,7 @@ from cryptography import x509
 
 from edge.call import Principal
 from edge.config.identity import CertRule, ClientCertProvider
-from edge.pipeline.identity.claims import ClaimError, header_value
+from edge.pipeline.identity.claims import ClaimError, header_value, roles_header
 from edge.pipeline.identity.failures import AuthFailure
 from edge.pipeline.identity.tokens import Verified
 
@@ -113,9 +113,9 @@ class CertificateIdentity:
         }
         try:
             subject_header = header_value(subject)
-            roles_header = ",".join(header_value(role).replace(",", "%2C") for role in roles)
+            roles_text = roles_header(roles)
         except ClaimError as error:
             return AuthFailure(str(error))
         principal = Principal(subject, roles, issuer=claims["issuer_dn"], method=self.method, claims=claims)
         expires = certificate.not_valid_after_utc.timestamp()
-        return Verified(principal, self.name, expires, subject_header, roles_header)
+        return Verified(principal, self.name, expires, subject_header, roles_text)

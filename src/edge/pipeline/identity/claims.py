@@ -10,7 +10,7 @@ verified: control characters are refused and non-ASCII is percent-encoded
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -68,3 +68,15 @@ def header_value(text: str) -> str:
     if not text.isprintable():
         raise ClaimError("a claim value holds control characters")
     return text if text.isascii() and "%" not in text else quote(text, safe=_SAFE)
+
+
+def roles_header(roles: Iterable[str]) -> str:
+    """Roles as one header value: comma-separated, commas inside a role encoded."""
+    return ",".join(header_value(role).replace(",", "%2C") for role in roles)
+
+
+def caller_of(claims: Mapping[str, Any], subject_claim: str, roles: Roles) -> tuple[str, tuple[str, ...], str, str]:
+    """Subject, roles, and their header values from verified claims (a token's or an introspection answer)."""
+    subject = subject_from(claims, subject_claim)
+    found = roles_from(claims, roles)
+    return subject, found, header_value(subject), roles_header(found)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from edge.call import Principal
 from edge.config.identity import IntrospectionProvider
-from edge.pipeline.identity.claims import ClaimError, header_value, roles_from, subject_from
+from edge.pipeline.identity.claims import ClaimError, caller_of
 from edge.pipeline.identity.failures import AuthFailure, IdentityUnavailable
 from edge.pipeline.identity.fetcher import Fetcher, FetchError
 from edge.pipeline.identity.tokens import Verified
@@ -99,10 +99,7 @@ class Introspector:
             if not set(config.audience) & {a for a in audiences if isinstance(a, str)}:
                 raise AuthFailure("the token is not meant for this audience")
         try:
-            subject = subject_from(answer, config.subject_claim)
-            roles = roles_from(answer, config.roles)
-            subject_header = header_value(subject)
-            roles_header = ",".join(header_value(role).replace(",", "%2C") for role in roles)
+            subject, roles, subject_header, roles_header = caller_of(answer, config.subject_claim, config.roles)
         except ClaimError as error:
             raise AuthFailure(str(error)) from None
         issuer = answer.get("iss") if isinstance(answer.get("iss"), str) else config.issuer

@@ -26,7 +26,7 @@ from jwt import exceptions as jwt_errors
 
 from edge.call import Principal
 from edge.config.identity import JwtProvider
-from edge.pipeline.identity.claims import ClaimError, header_value, roles_from, subject_from
+from edge.pipeline.identity.claims import ClaimError, caller_of
 from edge.pipeline.identity.failures import AuthFailure
 from edge.pipeline.identity.keys import KeySet
 from edge.pipeline.identity.tokens import Verified
@@ -177,10 +177,7 @@ class JwtVerifier:
         if config.certificate_bound and thumbprint is None:
             raise AuthFailure("the token is not bound to a client certificate")
         try:
-            subject = subject_from(claims, config.subject_claim)
-            roles = roles_from(claims, config.roles)
-            subject_header = header_value(subject)
-            roles_header = ",".join(header_value(role).replace(",", "%2C") for role in roles)
+            subject, roles, subject_header, roles_header = caller_of(claims, config.subject_claim, config.roles)
         except ClaimError as error:
             raise AuthFailure(str(error)) from None
         principal = Principal(subject, roles, issuer=config.issuer, method=self.method, claims=claims)
