@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from edge.upstream.http1 import BodyStream, OriginPool
+from edge.errors import UpstreamUnavailable
+from edge.upstream.http1 import BODY_BUFFER, HEAD_LIMIT, BodyStream, OriginPool, ProtocolFailure
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -39,11 +40,11 @@ def answering(*replies: bytes, close: bool = False) -> Answer:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Answer], Awaitable[tuple[OriginPool, list[int]]]]]:
+async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[OriginPool, list[int]]]]]:
     servers: list[asyncio.Server] = []
     pools: list[OriginPool] = []
 
-    async def start(answer: Answer) -> tuple[OriginPool, list[int]]:
+    async def start(answer: Answer, limit: int = 4) -> tuple[OriginPool, list[int]]:
         connections: list[int] = []
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -59,7 +60,7 @@ async def serve() -> AsyncIterator[Callable[[Answer], Awaitable[tuple[OriginPool
         servers.append(server)
         port = server.sockets[0].getsockname()[1]
         pool = OriginPool(
-            "127.0.0.1", port, ssl_context=None, server_hostname=None, limit=4, keepalive=30, connect_timeout=2
+            "127.0.0.1", port, ssl_context=None, server_hostname=None, limit=limit, keepalive=30, connect_timeout=2
         )
         pools.append(pool)
         return pool, connections
@@ -163,3 +164,101 @@ async def test_a_header_value_with_a_line_break_is_refused(serve) -> None:  # ty
     with pytest.raises(ValueError, match="line break"):
         await pool.request("GET", "/", {"host": "b", "x-bad": "a\r\nx-injected: 1"}, b"", 2)
     assert connections == []
+
+
+async def test_a_head_answer_is_complete_without_its_body_and_its_connection_is_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
+    async def by_method(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            if request.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    pool, connections = await serve(by_method)
+    response = await asyncio.wait_for(pool.request("HEAD", "/", {"host": "b"}, b"", 2), 2)
+    assert (response.status, response.body) == (200, b"")
+    assert dict(response.headers)["content-length"] == "99"
+    assert await body_of((await pool.request("GET", "/", {"host": "b"}, b"", 2)).body) == b"ok"
+    assert len(connections) == 2
+
+
+async def test_a_large_body_read_slowly_leaves_the_connection_reusable(serve) -> None:  # type: ignore[no-untyped-def]
+    size = 4 * BODY_BUFFER
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    pool, connections = await serve(answering(big, ok))
+    response = await pool.request("GET", "/big", {"host": "b"}, b"", 2)
+    assert isinstance(response.body, BodyStream)
+    await asyncio.sleep(0.2)  # everything the socket holds arrives while nobody reads: reading pauses
+    received = 0
+    async for piece in response.body:
+        received += len(piece)
+    assert received == size
+    second = await asyncio.wait_for(pool.request("GET", "/", {"host": "b"}, b"", 2), 2)
+    assert await body_of(second.body) == b"ok"
+    assert len(connections) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (b"SMTP ready\r\n\r\n", "unreadable response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nok", "unreadable response"),
+        (b"HTTP/1.1 200 OK\r\n" + b"x-filler: " + b"a" * HEAD_LIMIT + b"\r\n\r\n", "response head larger"),
+    ],
+)
+async def test_an_answer_that_is_not_http_is_a_protocol_failure(serve, reply: bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+    pool, _ = await serve(answering(reply))
+    with pytest.raises(ProtocolFailure, match=message):
+        await asyncio.wait_for(pool.request("GET", "/", {"host": "b"}, b"", 2), 2)
+
+
+async def test_a_stalled_body_breaks_off_after_the_read_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    pool, _ = await serve(answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"))
+    response = await pool.request("GET", "/", {"host": "b"}, b"", 0.2)
+    assert isinstance(response.body, BodyStream)
+    assert await anext(response.body) == b"abc"
+    with pytest.raises(UpstreamUnavailable, match="broke off"):
+        await asyncio.wait_for(anext(response.body), 2)
+    await response.body.aclose()
+
+
+async def test_bytes_sent_while_idle_retire_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def answer_with_junk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok + b"HTTP/1.1 200 OK\r\n")
+        await writer.drain()
+        await reader.read()
+
+    pool, connections = await serve(answer_with_junk)
+    for _ in range(2):
+        response = await asyncio.wait_for(pool.request("GET", "/", {"host": "b"}, b"", 2), 2)
+        assert await body_of(response.body) == b"ok"
+    assert len(connections) == 2
+
+
+async def test_a_retried_request_holds_one_slot_of_the_pool(serve) -> None:  # type: ignore[no-untyped-def]
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    in_flight = [0]
+    most = [0]
+
+    async def answer_then_drop_the_next(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0.01)
+        in_flight[0] -= 1
+        writer.write(ok)
+        await writer.drain()
+        await read_request(reader)  # the next request on this connection is dropped unanswered
+
+    pool, _ = await serve(answer_then_drop_the_next, limit=1)
+    await pool.request("POST", "/", {"host": "b"}, b"x", 2)
+    replies = await asyncio.wait_for(
+        asyncio.gather(*(pool.request("POST", "/", {"host": "b"}, b"x", 2) for _ in range(4))), 5
+    )
+    assert [reply.body for reply in replies] == [b"ok"] * 4
+    assert most[0] == 1

@@ -2,28 +2,32 @@
 
 `HttpUpstream` sends every proxied call through one `OriginPool` per endpoint.
 It replaces aiohttp's `ClientSession.request`, which the benchmark showed to
-be the largest single cost of a proxied call: URL objects, cookie and
-redirect machinery, tracing hooks, header multidicts and a body-writer task
-built per request. On the 2-core bench machine a proxied small JSON call
-spent ~155 us of ~550 us (cProfile) in `ClientSession._request` alone; this
-client writes the request head (and a bytes body) in one `write`, reads the
-response head with one `readuntil`, and for a response with a small
-`Content-Length` reads the body whole, so the connection is back in the pool
-before the reply is written to the caller. Measured with one pinned gateway
-process: 261 us of CPU per proxied call with aiohttp's client, 145-170 us with
-this one (3.7k -> 5.7-6k calls/s); aiohttp's server plus this client alone is
-~70 us (scripts/bench, docs/performance.md).
+be the largest single cost of a proxied call (URL objects, cookie and redirect
+machinery, tracing hooks, header multidicts and a body-writer task per
+request: 261 us of CPU per proxied call against 145-170 us with a client of
+our own on asyncio streams). This version drops the streams too: each
+connection is an `asyncio.Protocol` feeding httptools' response parser
+(llhttp, the parser of the HTTP door's httptools engine), so a small answer
+costs one `data_received`, a few parser callbacks and one future, and the
+client side of a proxied call went from ~28 us to ~11 us of CPU
+(docs/performance.md, "Upstream client on a protocol").
 
-What it does and no more: asyncio streams (so the socket is read only as fast
-as the caller takes the body, and writes wait on `drain`), request bodies as
-bytes or as an async iterator (sent with the caller's `Content-Length`, else
-chunked), responses framed by `Content-Length`, chunked encoding or the end of
-the connection, 1xx interim responses skipped, and a reused connection that
-turns out to be closed before any byte of an answer retried once on a fresh
-one when the body can be sent again. Errors are plain `OSError`s,
-`TimeoutError`, `ConnectFailed` (nothing was sent) and `ProtocolFailure`;
-`upstream/http.py` maps them, except a streamed body breaking off, which
-`BodyStream` reports as UNAVAILABLE where it happens.
+What it does and no more: the request head (and a bytes body) leaves in one
+write; a streamed request body is sent with the caller's `Content-Length`,
+else chunked, waiting on the transport's write backpressure. Responses are
+framed by `Content-Length`, chunked encoding or the end of the connection
+(llhttp checks the framing, including conflicting lengths); 1xx interim
+responses are skipped; a body up to `SMALL_BODY` is collected whole so the
+connection is back in the pool before the caller's reply is written, a
+larger one streams with flow control (the socket is not read while more than
+`BODY_BUFFER` bytes wait). A reused connection that ends before any byte of
+an answer is retried once on a fresh one when the body can be sent again.
+httptools cannot be told that a response answers HEAD, so the connection of
+a HEAD response is closed instead of reused.
+
+Errors are plain `OSError`s, `TimeoutError`, `ConnectFailed` (nothing was
+sent) and `ProtocolFailure`; `upstream/http.py` maps them, except a streamed
+body breaking off, which `BodyStream` reports as UNAVAILABLE where it happens.
 """
 
 from __future__ import annotations
@@ -32,16 +36,19 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from typing import cast
+
+import httptools
 
 from edge.errors import UpstreamUnavailable
 
 HEAD_LIMIT = 64 * 1024
-CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
-NO_BODY_STATUSES = frozenset({204, 304})
+BODY_BUFFER = 256 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class ConnectFailed(OSError):
@@ -56,24 +63,8 @@ class ProtocolFailure(OSError):
     """The upstream's answer is not HTTP/1.1 this client can read."""
 
 
-class Connection:
-    __slots__ = ("idle_since", "reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.idle_since = 0.0
-
-    def usable(self, now: float, keepalive: float) -> bool:
-        return (
-            not self.writer.is_closing()
-            and not self.reader.at_eof()
-            and not self.reader._buffer  # type: ignore[attr-defined]  # bytes nobody asked for: not reusable
-            and now - self.idle_since < keepalive
-        )
-
-    def close(self) -> None:
-        self.writer.close()
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback; httptools re-raises it as the context of a callback error."""
 
 
 @dataclass(slots=True)
@@ -83,6 +74,241 @@ class Response:
     status: int
     headers: list[tuple[str, str]]
     body: bytes | BodyStream
+
+
+class Connection(asyncio.Protocol):
+    """One connection to the origin, answering one request at a time.
+
+    The parser's callbacks fill in the answer; `_answer` resolves once the
+    head (and a small body) is in. The slot of the pool is held from
+    `exchange` until the response ends at the protocol level, or the
+    connection is closed.
+    """
+
+    def __init__(self, pool: OriginPool) -> None:
+        self._pool = pool
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self.lost = False
+        self._retired = False
+        self._busy = False
+        self._answer: asyncio.Future[Response] | None = None
+        self._method = ""
+        self._in_head = False
+        self._head_bytes = 0  # header lines parsed so far
+        self._head_fed = 0  # bytes fed while the head was unfinished
+        self._received = False
+        self._interim = False
+        self._status = 0
+        self._headers: list[tuple[str, str]] = []
+        self._parts: list[bytes] | None = None
+        self._stream: BodyStream | None = None
+        self._close_delimited = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the upstream closed the connection"))
+        if not self._busy:
+            return
+        stream = self._stream
+        if stream is not None and self._close_delimited and exc is None:
+            stream.finish()
+            self._release(keep=False)
+        elif self._answer is not None and not self._answer.done():
+            if not self._received:
+                self._answer.set_exception(StaleConnection("the upstream closed the connection before answering"))
+            else:
+                self._answer.set_exception(ConnectionResetError("the upstream closed the connection mid-answer"))
+            self._release(keep=False)
+        elif stream is not None:
+            stream.fail(ConnectionResetError("the upstream closed the connection mid-body"))
+            self._release(keep=False)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._busy:
+            self.close()  # bytes nobody asked for: this connection cannot be trusted again
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._deliver(b"")
+            self._release(keep=False)
+            return
+        except httptools.HttpParserError as error:
+            if isinstance(error.__context__, _HeadTooLarge):
+                self._fail(ProtocolFailure(f"response head larger than {HEAD_LIMIT} bytes"))
+            else:
+                self._fail(ProtocolFailure(f"unreadable response from the upstream: {error}"))
+            return
+        if self._in_head:  # a head still unfinished: llhttp holds a partial header line in memory
+            self._head_fed += len(data)
+            if self._head_fed > HEAD_LIMIT:
+                self._fail(ProtocolFailure(f"response head larger than {HEAD_LIMIT} bytes"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if not self._busy:
+            self.close()  # an answer nobody asked for: this connection cannot be trusted again
+            return
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_fed = 0
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > HEAD_LIMIT:
+            raise _HeadTooLarge
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        status = self._parser.get_status_code()
+        self._interim = 100 <= status < 200 and status != 101
+        if self._interim:
+            return
+        self._status = status
+        if self._method == "HEAD":
+            self._deliver(b"")
+            self._release(keep=False)
+            return
+        length, chunked = _framing(status, self._headers)
+        if length is not None and length <= SMALL_BODY:
+            self._parts = []
+            return
+        self._close_delimited = length is None and not chunked
+        self._stream = BodyStream(self)
+        self._deliver(self._stream)
+
+    def on_body(self, body: bytes) -> None:
+        if self._parts is not None:
+            self._parts.append(body)
+        elif self._stream is not None:
+            self._stream.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if not self._busy:
+            return
+        keep = self._parser.should_keep_alive()
+        if self._parts is not None:
+            self._deliver(b"".join(self._parts))
+        elif self._stream is not None:
+            self._stream.finish()
+        self._release(keep)
+
+    # used by the pool
+
+    async def exchange(
+        self, method: str, head: bytes, body: bytes | AsyncIterable[bytes], chunked: bool | None
+    ) -> Response:
+        """Send one request; return once the head (and a small body) is in."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Response] = loop.create_future()
+        self._answer = answer
+        self._busy = True
+        self._method = method
+        self._received = False
+        self._parts = None
+        self._stream = None
+        self._close_delimited = False
+        transport = self._transport
+        assert transport is not None
+        if isinstance(body, bytes):
+            transport.write(head + body if body else head)
+        else:
+            transport.write(head)
+            await self._send_stream(body, bool(chunked))
+        return await answer
+
+    async def _send_stream(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        async for piece in body:
+            if not piece:
+                continue
+            transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            await self.drain()
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        await self.drain()
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionResetError("the upstream closed the connection")
+        if not self._write_paused:
+            return
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def usable(self, now: float, keepalive: float) -> bool:
+        return not (self.lost or self._retired or self._busy) and now - self.idle_since < keepalive
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self.lost:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self.lost:
+            self._transport.resume_reading()
+
+    def abandon(self) -> None:
+        """The caller stopped reading the body before its end: close, and free the slot if still held."""
+        self.close()
+        self._release(keep=False)
+
+    def close(self) -> None:
+        self._retired = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _deliver(self, body: bytes | BodyStream) -> None:
+        answer = self._answer
+        if answer is not None and not answer.done():
+            answer.set_result(Response(self._status, self._headers, body))
+
+    def _fail(self, error: OSError) -> None:
+        answer = self._answer
+        if answer is not None and not answer.done():
+            answer.set_exception(error)
+        elif self._stream is not None:
+            self._stream.fail(error)
+        self.close()
+        self._release(keep=False)
+
+    def _release(self, keep: bool) -> None:
+        if not self._busy:
+            return
+        self._busy = False
+        self._answer = None
+        self._parts = None
+        self._pool.finish(self, keep)
 
 
 class OriginPool:
@@ -116,25 +342,29 @@ class OriginPool:
         read_timeout: float,
     ) -> Response:
         """Send one request; return once the response head (and a small body) is in."""
-        head, streamed = _head(method, target, headers, body)
-        await self._slots.acquire()
-        try:
-            connection, reused = await self._connection()
+        head, chunked = _head(method, target, headers, body)
+        for attempt in (1, 2):
+            await self._slots.acquire()
+            connection: Connection | None = None
             try:
-                return await self._exchange(connection, method, head, body, streamed, read_timeout)
-            except BaseException as error:
-                connection.close()
-                if not (reused and isinstance(error, StaleConnection) and streamed is None):
-                    raise
-            connection, _ = await self._connection(fresh=True)
-            try:
-                return await self._exchange(connection, method, head, body, streamed, read_timeout)
-            except BaseException:
-                connection.close()
+                connection, reused = await self._connection(fresh=attempt == 2)
+                response = await connection.exchange(method, head, body, chunked)
+            except StaleConnection:
+                assert connection is not None
+                connection.abandon()
+                if attempt == 1 and reused and chunked is None:
+                    continue
                 raise
-        except BaseException:
-            self._slots.release()
-            raise
+            except BaseException:
+                if connection is None:
+                    self._slots.release()
+                else:
+                    connection.abandon()
+                raise
+            if isinstance(response.body, BodyStream):
+                response.body.read_timeout = read_timeout
+            return response
+        raise AssertionError("unreachable")
 
     async def _connection(self, fresh: bool = False) -> tuple[Connection, bool]:
         now = time.monotonic()
@@ -143,81 +373,25 @@ class OriginPool:
             if connection.usable(now, self.keepalive):
                 return connection, True
             connection.close()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname, limit=HEAD_LIMIT
+                _, protocol = await loop.create_connection(
+                    lambda: Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.server_hostname,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as error:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {error}") from error
         self.opened += 1
-        return Connection(reader, writer), False
+        return protocol, False
 
-    async def _exchange(
-        self,
-        connection: Connection,
-        method: str,
-        head: bytes,
-        body: bytes | AsyncIterable[bytes],
-        streamed: str | None,
-        read_timeout: float,
-    ) -> Response:
-        writer, reader = connection.writer, connection.reader
-        if isinstance(body, bytes):
-            writer.write(head + body if body else head)
-        else:
-            writer.write(head)
-            await _send_stream(writer, body, chunked=streamed == "chunked")
-        raw = await _first_head(reader)
-        while True:  # the caller's timeout covers the head and a small body
-            status, headers, keep = _parse_head(raw)
-            if status >= 200 or status == 101:
-                break
-            raw = await _read_head(reader)
-        length, chunked = _framing(method, status, headers)
-        if length is not None and length <= SMALL_BODY:
-            whole = await reader.readexactly(length) if length else b""
-            self._finish(connection, keep)
-            return Response(status, headers, whole)
-        return Response(status, headers, BodyStream(self, connection, length, chunked, keep, read_timeout))
-
-    async def body(
-        self, connection: Connection, length: int | None, chunked: bool, keep: bool, read_timeout: float
-    ) -> AsyncGenerator[bytes, None]:
-        """The rest of a response body; the connection goes back to the pool once it is read to its end."""
-        done = False
-        reader = connection.reader
-        try:
-            if chunked:
-                async for piece in _chunked(reader, read_timeout):
-                    yield piece
-            elif length is not None:
-                async for piece in _sized(reader, length, read_timeout):
-                    yield piece
-            else:
-                keep = False
-                while True:
-                    async with asyncio.timeout(read_timeout):
-                        piece = await reader.read(CHUNK)
-                    if not piece:
-                        break
-                    yield piece
-            done = True
-        finally:
-            if done:
-                self._finish(connection, keep)
-            else:
-                self.abandon(connection)
-
-    def abandon(self, connection: Connection) -> None:
-        """The body was not read to its end: the connection cannot be reused."""
-        connection.close()
+    def finish(self, connection: Connection, keep: bool) -> None:
+        """The response ended (or broke off): free the slot; keep the connection for the next request, or close it."""
         self._slots.release()
-
-    def _finish(self, connection: Connection, keep: bool) -> None:
-        """The response was read to its end: the connection goes back to the pool, or is closed."""
-        self._slots.release()
-        if keep and not connection.writer.is_closing():
+        if keep and connection.usable(0.0, float("inf")):
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
@@ -229,50 +403,108 @@ class OriginPool:
 
 
 class BodyStream:
-    """A streamed response body that frees its connection even when nobody started reading it.
+    """A streamed response body: fed by the connection's parser, read by the front door.
 
-    The read errors are mapped here, where they happen: a body that breaks off
-    is UNAVAILABLE, like a reset before the head.
+    While more than `BODY_BUFFER` bytes wait the connection stops reading, so
+    a slow caller slows the upstream down instead of filling memory. A body
+    that breaks off or stalls for `read_timeout` is UNAVAILABLE, reported here
+    where it happens; closing the stream before its end closes the connection.
     """
 
-    def __init__(
-        self, pool: OriginPool, connection: Connection, length: int | None, chunked: bool, keep: bool, timeout: float
-    ) -> None:
-        self._pool = pool
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_closed",
+        "_complete",
+        "_connection",
+        "_error",
+        "_paused",
+        "_waiter",
+        "read_timeout",
+    )
+
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._pieces = pool.body(connection, length, chunked, keep, timeout)
-        self._started = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._complete = False
         self._closed = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self.read_timeout = 30.0
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > BODY_BUFFER and not self._paused:
+            self._paused = True
+            self._connection.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        """The body ended at the protocol level: the connection is no longer this stream's to pause."""
+        self._complete = True
+        self._resume()
+        self._wake()
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._connection.resume_reading()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._complete:
+            self._error = error
+            self._paused = False  # the connection is being closed
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def __aiter__(self) -> BodyStream:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._closed:
-            raise StopAsyncIteration
-        self._started = True
-        try:
-            return await self._pieces.__anext__()
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
-            raise UpstreamUnavailable(f"upstream response broke off: {type(error).__name__}") from None
+        chunks = self._chunks
+        while not chunks:
+            if self._closed or (self._complete and self._error is None):
+                raise StopAsyncIteration
+            if self._error is not None:
+                raise UpstreamUnavailable(f"upstream response broke off: {type(self._error).__name__}")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise UpstreamUnavailable("upstream response broke off: TimeoutError") from None
+            finally:
+                self._waiter = None
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._resume()
+        return data
 
     async def aclose(self) -> None:
-        if not self._started and not self._closed:
-            self._pool.abandon(self._connection)
+        if not self._complete and not self._closed:
+            self._connection.abandon()
         self._closed = True
-        await self._pieces.aclose()
+        self._chunks.clear()
 
 
 def _head(
     method: str, target: str, headers: dict[str, str], body: bytes | AsyncIterable[bytes]
-) -> tuple[bytes, str | None]:
-    """The request line and headers, and how a streamed body is framed (None for a bytes body)."""
+) -> tuple[bytes, bool | None]:
+    """The request line and headers, and whether a streamed body goes chunked (None for a bytes body)."""
     lines = [f"{method} {target} HTTP/1.1\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-    streamed: str | None = None
+    chunked: bool | None = None
     if not isinstance(body, bytes):
-        streamed = "length" if "content-length" in headers else "chunked"
-        if streamed == "chunked":
+        chunked = "content-length" not in headers
+        if chunked:
             lines.append("transfer-encoding: chunked\r\n")
     elif "content-length" not in headers and (body or method in BODY_METHODS):
         lines.append(f"content-length: {len(body)}\r\n")
@@ -281,68 +513,14 @@ def _head(
     if text.count("\n") != len(lines) or "\r\r" in text:
         raise ValueError("a header name or value holds a line break")
     try:
-        return text.encode("latin-1"), streamed
+        return text.encode("latin-1"), chunked
     except UnicodeEncodeError:
-        return text.encode(), streamed
+        return text.encode(), chunked
 
 
-async def _send_stream(writer: asyncio.StreamWriter, body: AsyncIterable[bytes], chunked: bool) -> None:
-    async for piece in body:
-        if not piece:
-            continue
-        writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
-        await writer.drain()
-    if chunked:
-        writer.write(b"0\r\n\r\n")
-    await writer.drain()
-
-
-async def _first_head(reader: asyncio.StreamReader) -> bytes:
-    """The first response head; StaleConnection when the connection ended before any byte of it."""
-    try:
-        return await _read_head(reader)
-    except asyncio.IncompleteReadError as error:
-        if error.partial:
-            raise
-        raise StaleConnection("the upstream closed the connection before answering") from None
-    except ConnectionResetError:
-        if reader._buffer:  # type: ignore[attr-defined]
-            raise
-        raise StaleConnection("the upstream reset the connection before answering") from None
-
-
-async def _read_head(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise ProtocolFailure(f"response head larger than {HEAD_LIMIT} bytes") from None
-
-
-def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], bool]:
-    """Status, headers (lower-cased names) and whether the connection may be kept."""
-    lines = raw[:-4].decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise ProtocolFailure(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
-    headers = []
-    keep = version == "HTTP/1.1"
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name[-1] in " \t":
-            raise ProtocolFailure("malformed response header line")
-        name = name.lower()
-        value = value.strip(" \t")
-        if name == "connection":
-            tokens = {t.strip().lower() for t in value.split(",")}
-            keep = "keep-alive" in tokens if not keep else "close" not in tokens
-        headers.append((name, value))
-    return int(code), headers, keep
-
-
-def _framing(method: str, status: int, headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
-    """(Content-Length, chunked) of the response body; (0, False) when it has none."""
-    if method == "HEAD" or status in NO_BODY_STATUSES or status < 200:
+def _framing(status: int, headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
+    """(Content-Length, chunked) of a response body; (0, False) when it has none. llhttp has checked the values."""
+    if status in NO_BODY_STATUSES:
         return 0, False
     length: int | None = None
     for name, value in headers:
@@ -350,40 +528,5 @@ def _framing(method: str, status: int, headers: list[tuple[str, str]]) -> tuple[
             if value.lower().rsplit(",", 1)[-1].strip() == "chunked":
                 return None, True
         elif name == "content-length":
-            if not value.isdigit() or (length is not None and int(value) != length):
-                raise ProtocolFailure("bad Content-Length in the response")
             length = int(value)
     return length, False
-
-
-async def _chunked(reader: asyncio.StreamReader, read_timeout: float) -> AsyncIterator[bytes]:
-    while True:
-        async with asyncio.timeout(read_timeout):
-            line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ProtocolFailure("bad chunk size in the response") from None
-        if size == 0:
-            async with asyncio.timeout(read_timeout):
-                while await reader.readuntil(b"\r\n") != b"\r\n":
-                    pass
-            return
-        async for piece in _sized(reader, size, read_timeout):
-            yield piece
-        async with asyncio.timeout(read_timeout):
-            if await reader.readexactly(2) != b"\r\n":
-                raise ProtocolFailure("chunk not followed by CRLF")
-
-
-async def _sized(reader: asyncio.StreamReader, size: int, read_timeout: float) -> AsyncGenerator[bytes]:
-    """Exactly `size` bytes, as they arrive; IncompleteReadError when the connection ends first."""
-    left = size
-    while left:
-        async with asyncio.timeout(read_timeout):
-            piece = await reader.read(min(CHUNK, left))
-        if not piece:
-            raise asyncio.IncompleteReadError(b"", left)
-        left -= len(piece)
-        yield piece
