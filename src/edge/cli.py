@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -186,6 +187,7 @@ async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = 
     try:
         async with Gateway(settings, reuse_port=reuse_port) as gateway:
             running.append(gateway)
+            _settle_heap()
             logging.getLogger("edge").info("serving; ports %s", gateway.ports)
             if ready is not None:
                 ready.set()
@@ -195,6 +197,20 @@ async def _serve_until_signal(settings: Settings, ready: asyncio.Event | None = 
         with contextlib.suppress(NotImplementedError):
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+def _settle_heap() -> None:
+    """Hide what start-up built from the cyclic collector, and collect young objects less often.
+
+    A serving process keeps its configuration, route table, keys and modules
+    for its whole life; frozen, they are no longer walked by every full
+    collection. A call's objects are short-lived and mostly acyclic, so a
+    first generation of 50,000 instead of 700 objects costs a few MB at most
+    and saves a few percent of CPU per call (docs/performance.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
