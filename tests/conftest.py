@@ -30,8 +30,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def engine() -> str:
-    """The HTTP listener's server core; EDGE_HTTP_ENGINE=httptools runs the rest of the suite on it too."""
-    return os.environ.get("EDGE_HTTP_ENGINE", "aiohttp")
+    """The HTTP listener's server core; EDGE_HTTP_ENGINE=aiohttp runs the rest of the suite on aiohttp's."""
+    return os.environ.get("EDGE_HTTP_ENGINE", "httptools")
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ async def start_backend() -> AsyncIterator[StartBackend]:
 class GatewayFiles:
     """A gateway's edge.yaml and routes file in a temp folder, and the running gateway."""
 
-    def __init__(self, folder: Path, stack: AsyncExitStack, engine: str = "aiohttp") -> None:
+    def __init__(self, folder: Path, stack: AsyncExitStack, engine: str = "httptools") -> None:
         self.folder = folder
         self.stack = stack
         self.engine = engine
@@ -85,7 +85,7 @@ class GatewayFiles:
         for key, value in sections.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
         http = config["listeners"].get("http")
-        if self.engine != "aiohttp" and http is not None:
+        if http is not None:
             config["listeners"]["http"] = {**http, "engine": self.engine}
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.write_routes(routes)

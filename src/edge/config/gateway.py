@@ -40,7 +40,7 @@ class Listener(Frozen):
     host: str = "0.0.0.0"
     port: Port = 8080
     tls: ServerTLS | None = None
-    engine: Literal["aiohttp", "httptools"] = Field(default="aiohttp", description="HTTP server core (http listener)")
+    engine: Literal["httptools", "aiohttp"] = Field(default="httptools", description="HTTP server core (http listener)")
 
 
 class Listeners(Frozen):
