@@ -221,7 +221,7 @@ audit:
 """
 
 
-def http_listener(port: int, engine: str = "aiohttp") -> str:
+def http_listener(port: int, engine: str = "httptools") -> str:
     return f"  http: {{host: 127.0.0.1, port: {port}, engine: {engine}}}\n"
 
 
@@ -527,12 +527,12 @@ def main() -> int:
         configs = {
             "edge": edge_config(folder, "proxy", http_listener(ports["edge"]), http_routes(backend)),
             "edge_h1": edge_config(
-                folder, "proxy-h1", http_listener(ports["edge_h1"], "httptools"), http_routes(backend)
+                folder, "proxy-h1", http_listener(ports["edge_h1"], "aiohttp"), http_routes(backend)
             ),
             "full_h1": edge_config(
                 folder,
                 "full-h1",
-                http_listener(ports["full_h1"], "httptools"),
+                http_listener(ports["full_h1"], "aiohttp"),
                 http_routes(backend),
                 pipeline_section(
                     folder,
@@ -598,9 +598,9 @@ def main() -> int:
             "limit": "1 backend alone (nginx static)",
             "peer": "2 nginx proxy_pass",
             "proxy": f"3 edge HTTP proxy, no stages (w={w})",
-            "proxy_h1": f"3 edge HTTP proxy, httptools engine (w={w})",
+            "proxy_h1": f"3 edge HTTP proxy, aiohttp engine (w={w})",
             "full": f"4 edge full pipeline, cached JWT (w={w})",
-            "full_h1": f"4 edge full pipeline, cached JWT, httptools (w={w})",
+            "full_h1": f"4 edge full pipeline, cached JWT, aiohttp (w={w})",
             "cold": f"4 edge full pipeline, new JWT per request (w={w})",
             "redis": f"5 edge full pipeline, Redis quota+audit (w={w})",
             "grpc_direct": "6 gRPC backend direct (grpc.aio)",
@@ -652,10 +652,10 @@ def main() -> int:
                 )
             if names["proxy_h1"] in rates:
                 ratio = rates[names["proxy_h1"]] / peer
-                checks.append(verdict("edge HTTP proxy, httptools engine / nginx proxy_pass", ratio, 0.5, True, "x"))
+                checks.append(verdict("edge HTTP proxy, aiohttp engine / nginx proxy_pass", ratio, 0.5, True, "x"))
             if names["full_h1"] in rates:
                 ratio = rates[names["full_h1"]] / peer
-                checks.append(verdict("edge full pipeline, httptools / nginx proxy_pass", ratio, 0.4, True, "x"))
+                checks.append(verdict("edge full pipeline, aiohttp engine / nginx proxy_pass", ratio, 0.4, True, "x"))
         if names["grpc_peer"] in rates and names["grpc_edge"] in rates:
             ratio = rates[names["grpc_edge"]] / rates[names["grpc_peer"]]
             checks.append(verdict("edge gRPC door / nginx grpc_pass", ratio, 0.6, True, "x"))
