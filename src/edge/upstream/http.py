@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edge.call import Call, Metadata, MetaValue, Reply
 from edge.config.gateway import Upstream as UpstreamConfig
+from edge.deadlines import Deadlines
 from edge.errors import EdgeError, UpstreamTimeout, UpstreamUnavailable
 from edge.tls import client_context
 from edge.upstream.endpoints import Endpoints
@@ -56,6 +57,7 @@ class HttpUpstream:
         uses_tls = any(url.startswith("https") for url in config.endpoints)
         context = client_context(config.tls) if uses_tls else None
         server_hostname = config.tls.server_name if config.tls else None
+        self._deadlines = Deadlines()
         self._pools: dict[str, OriginPool] = {}
         for url in config.endpoints:
             parts = urlsplit(url)
@@ -95,7 +97,7 @@ class HttpUpstream:
         body = call.body
         target = self._base_paths[url] + call.upstream_path or "/"
         try:
-            async with asyncio.timeout(seconds):
+            with self._deadlines.after(seconds):
                 return await self._pools[url].request(call.method, target, headers, body, seconds)
         except ConnectFailed:
             raise
@@ -140,3 +142,4 @@ class HttpUpstream:
     async def aclose(self) -> None:
         for pool in self._pools.values():
             pool.close()
+        self._deadlines.close()
