@@ -20,7 +20,7 @@ from http import HTTPStatus
 from multidict import CIMultiDict
 
 from edge.body import RequestBody
-from edge.call import Call, Denial, Metadata, MetaValue, Peer, Reply
+from edge.call import Call, Denial, Metadata, Peer, Reply
 from edge.errors import EdgeError, PayloadTooLarge, Status
 from edge.forwarded import client_address
 from edge.frontends.h1_server import H1Connection, H1Listener, H1Request
@@ -104,23 +104,22 @@ class H1Door:
             self._deliver_local(request, connection, call, reply.denial)
             return
         status = reply.http_status
-        pairs = reply.headers
-        if call.reply_headers:
-            merged = CIMultiDict(_text_pairs(pairs))
-            add_stage_headers(merged, call.reply_headers)
-            pairs = list(merged.items())
+        staged = call.reply_headers  # they replace the upstream's headers of the same names
+        skipped = REPLACED.union([name.lower() for name, _ in staged]) if staged else REPLACED
         lines = [STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
         length: str | None = None
         dated = False
-        for name, value in pairs:
+        for name, value in reply.headers:
             key = name.lower()
             text = value if isinstance(value, str) else value.decode("latin-1")
-            if key in REPLACED:
+            if key in skipped:
                 if key == "content-length":
                     length = text
                 continue
-            dated = dated or key == "date"
+            if key == "date":
+                dated = True
             lines.append(f"{name}: {text}\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in staged]
         lines.append(f"x-request-id: {call.request_id}\r\n")
         if not dated:
             lines.append(_date_line())
@@ -212,10 +211,6 @@ def _encode(lines: list[str]) -> bytes:
         return text.encode("latin-1")
     except UnicodeEncodeError:
         return text.encode()
-
-
-def _text_pairs(pairs: list[tuple[str, MetaValue]]) -> list[tuple[str, str]]:
-    return [(n, v if isinstance(v, str) else v.decode("latin-1")) for n, v in pairs]
 
 
 _date_cache: tuple[int, str] = (0, "")
