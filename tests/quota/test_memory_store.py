@@ -12,7 +12,7 @@ DAY = 86400.0
 
 
 def decide(store: MemoryStore, *checks: Check) -> list[tuple[bool, int, float, float]]:
-    return [(v.allowed, v.remaining, round(v.reset, 6), round(v.retry_after, 6)) for v in store.decide(checks)]
+    return [(v[0], v[1], round(v[2], 6), round(v[3], 6)) for v in store.decide(checks)]
 
 
 @pytest.mark.parametrize(
@@ -72,34 +72,34 @@ def test_verdicts_as_the_clock_moves(
     limited = rule(**fields)
     for step, (advance, expected) in enumerate(steps):
         clock.now += advance
-        assert decide(store, Check(limited, "alice")) == [expected], f"step {step}"
+        assert decide(store, (limited, "alice")) == [expected], f"step {step}"
 
 
 def test_keys_are_counted_apart() -> None:
     store = MemoryStore(clock=Clock())
     limited = rule(limit=1, period="1h")
-    assert [v.allowed for v in store.decide([Check(limited, "alice")])] == [True]
-    assert [v.allowed for v in store.decide([Check(limited, "bob")])] == [True]
-    assert [v.allowed for v in store.decide([Check(limited, "alice")])] == [False]
+    assert [v[0] for v in store.decide([(limited, "alice")])] == [True]
+    assert [v[0] for v in store.decide([(limited, "bob")])] == [True]
+    assert [v[0] for v in store.decide([(limited, "alice")])] == [False]
 
 
 def test_a_call_denied_by_one_rule_consumes_none_of_the_others() -> None:
     store = MemoryStore(clock=Clock())
     tight, loose = rule("tight", limit=1, period="1h"), rule("loose", limit=3, period="1h", algorithm="sliding")
-    both = (Check(tight, "alice"), Check(loose, "alice"))
+    both = ((tight, "alice"), (loose, "alice"))
     assert decide(store, *both) == [(True, 0, 3600, 0), (True, 2, 3600, 0)]
     for _ in range(5):
-        assert [v.allowed for v in store.decide(both)] == [False, True]
-    assert [v.remaining for v in store.decide([Check(loose, "alice")])] == [1]
-    assert [v.remaining for v in store.decide([Check(loose, "alice")])] == [0]
-    assert [v.allowed for v in store.decide([Check(loose, "alice")])] == [False]
+        assert [v[0] for v in store.decide(both)] == [False, True]
+    assert [v[1] for v in store.decide([(loose, "alice")])] == [1]
+    assert [v[1] for v in store.decide([(loose, "alice")])] == [0]
+    assert [v[0] for v in store.decide([(loose, "alice")])] == [False]
 
 
 def test_a_shadow_rule_reports_but_never_denies() -> None:
     store = MemoryStore(clock=Clock())
     shadow, real = rule("shadow", limit=1, period="1h", shadow=True), rule("real", limit=3, period="1h")
-    checks = (Check(shadow, "k"), Check(real, "k"))
-    results = [[v.allowed for v in store.decide(checks)] for _ in range(4)]
+    checks = ((shadow, "k"), (real, "k"))
+    results = [[v[0] for v in store.decide(checks)] for _ in range(4)]
     assert results == [[True, True], [False, True], [False, True], [False, False]]
 
 
@@ -108,14 +108,14 @@ def test_idle_keys_expire_so_memory_stays_bounded() -> None:
     store = MemoryStore(clock=clock)
     gcra, sliding = rule("g", limit=10, period="1s"), rule("s", limit=2, period="1m", algorithm="sliding")
     for i in range(1000):
-        store.decide([Check(gcra, f"ip-{i}"), Check(sliding, f"ip-{i}")])
+        store.decide([(gcra, f"ip-{i}"), (sliding, f"ip-{i}")])
     assert (store.size(gcra), store.size(sliding)) == (1000, 1000)
     clock.now += 2
     store.sweep([gcra, sliding])
     assert (store.size(gcra), store.size(sliding)) == (0, 1000)
     clock.now += 60
     for i in range(10):
-        store.decide([Check(sliding, f"new-{i}")])
+        store.decide([(sliding, f"new-{i}")])
     assert store.size(sliding) < 1000, "decisions drop idle keys as they go"
     store.sweep([gcra, sliding])
     assert store.size(sliding) == 10
@@ -125,7 +125,7 @@ def test_max_keys_drops_the_least_recently_counted() -> None:
     store = MemoryStore(max_keys=3, clock=Clock())
     limited = rule(limit=1, period="1h")
     for key in ("a", "b", "c", "d", "e"):
-        store.decide([Check(limited, key)])
+        store.decide([(limited, key)])
     assert store.size(limited) == 3
-    assert [v.allowed for v in store.decide([Check(limited, "e")])] == [False]
-    assert [v.allowed for v in store.decide([Check(limited, "a")])] == [True], "a was dropped, so counts afresh"
+    assert [v[0] for v in store.decide([(limited, "e")])] == [False]
+    assert [v[0] for v in store.decide([(limited, "a")])] == [True], "a was dropped, so counts afresh"

@@ -26,17 +26,19 @@ class Gcra:
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", self.interval * self.capacity)
 
-    def check(self, tat: float | None, now: float) -> Verdict:
+    def check(self, tat: float | None, now: float) -> tuple[Verdict, float | None]:
+        """The verdict, and the TAT to store if the call is counted (None when denied)."""
         tat = now if tat is None or tat < now else tat
         new_tat = tat + self.interval
         window = self.window
         allow_at = new_tat - window
         if allow_at - now > TOLERANCE:
-            return Verdict(False, 0, tat - now, allow_at - now)
-        return Verdict(True, int((window - (new_tat - now)) / self.interval + EPSILON), new_tat - now)
+            return (False, 0, tat - now, allow_at - now), None
+        return (True, int((window - (new_tat - now)) / self.interval + EPSILON), new_tat - now, 0.0), new_tat
 
-    def commit(self, tat: float | None, now: float) -> float:
-        return (now if tat is None or tat < now else tat) + self.interval
+    @staticmethod
+    def uncount(tat: float) -> None:
+        """Nothing to take back: `check` leaves the stored TAT alone."""
 
     @staticmethod
     def expired(tat: float, now: float) -> bool:

@@ -40,12 +40,14 @@ def rate_limit_headers(shown: Shown, earlier: Sequence[tuple[str, str]] = ()) ->
         policy = rule.policy
     else:
         rule, verdict = _closest(shown)
-        policy = _joined(tuple(r.policy for r, _ in shown))
-    left = max(0, verdict.remaining)
-    limit, remaining, reset = rule.capacity_text, str(left), str(whole_seconds(verdict.reset))
+        policy = _joined(tuple([pair[0].policy for pair in shown]))
+    allowed, left, reset_after, _ = verdict
+    if left < 0:
+        left = 0
+    limit, remaining, reset = rule.capacity_text, str(left), str(max(0, math.ceil(reset_after - 0.001)))
     if before:
         policy = _joined((before[POLICY], policy))
-        if verdict.allowed and int(before[REMAINING]) < left:
+        if allowed and int(before[REMAINING]) < left:
             limit, remaining, reset = before[LIMIT], before[REMAINING], before[RESET]
     return [(LIMIT, limit), (REMAINING, remaining), (RESET, reset), (POLICY, policy)]
 
@@ -59,14 +61,16 @@ def _joined(policies: tuple[str, ...]) -> str:
 def _closest(shown: Shown) -> tuple[Rule, Verdict]:
     """Denied before allowed; among denials the longest wait; among the rest the fewest remaining."""
     best = shown[0]
-    for pair in shown[1:]:
-        verdict, held = pair[1], best[1]
-        if held.allowed:
-            closer = not verdict.allowed or (verdict.remaining, -verdict.reset) < (held.remaining, -held.reset)
-        else:
-            closer = not verdict.allowed and verdict.retry_after > held.retry_after
-        if closer:
-            best = pair
+    held_allowed, held_remaining, held_reset, held_retry_after = best[1]
+    for pair in shown:
+        allowed, remaining, reset, retry_after = pair[1]
+        if held_allowed:
+            if allowed and (remaining > held_remaining or (remaining == held_remaining and reset <= held_reset)):
+                continue
+        elif allowed or retry_after <= held_retry_after:
+            continue
+        best = pair
+        held_allowed, held_remaining, held_reset, held_retry_after = pair[1]
     return best
 
 
@@ -79,8 +83,9 @@ def show_on_reply(call: Call, headers: list[tuple[str, str]]) -> None:
 
 
 def quota_denial(call: Call, shown: Shown, denied: Shown) -> Denial:
-    rule, verdict = max(denied, key=lambda pair: pair[1].retry_after)
-    seconds = max(1, whole_seconds(verdict.retry_after))
+    rule, verdict = max(denied, key=lambda pair: pair[1][3])
+    retry_after = verdict[3]
+    seconds = max(1, whole_seconds(retry_after))
     headers = rate_limit_headers(shown, call.reply_headers)
     show_on_reply(call, [])
     return Denial(
@@ -89,7 +94,7 @@ def quota_denial(call: Call, shown: Shown, denied: Shown) -> Denial:
         http=429,
         headers=(("retry-after", str(seconds)), *headers),
         details=(
-            {"@type": RETRY_INFO, "retryDelay": duration(verdict.retry_after)},
+            {"@type": RETRY_INFO, "retryDelay": duration(retry_after)},
             {
                 "@type": QUOTA_FAILURE,
                 "violations": [{"subject": f"rule:{r.name}", "description": r.policy} for r, _ in denied],

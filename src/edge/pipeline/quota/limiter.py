@@ -22,7 +22,7 @@ from edge.pipeline.quota.verdict import StoreUnavailable, Verdict
 
 log = logging.getLogger("edge.quota")
 
-OPEN = Verdict(True, -1, 0.0)
+OPEN: Verdict = (True, -1, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +45,8 @@ DENIED = {mode: Outcome(mode, False) for mode in ("memory", "redis")}
 
 def passed(checks: Sequence[Check], verdicts: Sequence[Verdict]) -> bool:
     if len(verdicts) == 1:
-        return verdicts[0].allowed or checks[0].rule.shadow
-    for check, verdict in zip(checks, verdicts, strict=True):
-        if not verdict.allowed and not check.rule.shadow:
-            return False
-    return True
+        return verdicts[0][0] or checks[0][0].shadow
+    return all(verdict[0] or rule.shadow for (rule, _), verdict in zip(checks, verdicts, strict=True))
 
 
 def judged(mode: str, checks: Sequence[Check], verdicts: list[Verdict]) -> Decision:
@@ -64,7 +61,8 @@ class Limiter:
         self._degraded = False
 
     def decide_local(self, checks: Sequence[Check]) -> Decision:
-        return judged("memory", checks, self.local.decide(checks))
+        verdicts, ok = self.local.judge(checks)
+        return verdicts, (PASSED if ok else DENIED)["memory"]
 
     async def decide(self, checks: Sequence[Check]) -> Decision:
         if self.shared is None:
@@ -82,14 +80,14 @@ class Limiter:
         return judged("redis", checks, verdicts)
 
     def _fallback(self, checks: Sequence[Check]) -> Decision:
-        closed = [c.rule.on_store_error == "deny" and not c.rule.shadow for c in checks]
+        closed = [rule.on_store_error == "deny" and not rule.shadow for rule, _ in checks]
         if any(closed):
-            verdicts = [Verdict(not shut, -1, 0.0) for shut in closed]
+            verdicts: list[Verdict] = [(not shut, -1, 0.0, 0.0) for shut in closed]
             modes = tuple("closed" if shut else "open" for shut in closed)
             return verdicts, Outcome("closed", False, modes, unavailable=True)
-        local = [c for c in checks if c.rule.on_store_error == "local"]
+        local = [check for check in checks if check[0].on_store_error == "local"]
         counted = iter(self.local.decide(local)) if local else iter(())
-        local_rule = [c.rule.on_store_error == "local" for c in checks]
+        local_rule = [rule.on_store_error == "local" for rule, _ in checks]
         counted_verdicts = [next(counted) if is_local else OPEN for is_local in local_rule]
         modes = tuple("degraded" if is_local else "open" for is_local in local_rule)
         return counted_verdicts, Outcome("degraded", passed(checks, counted_verdicts), modes)

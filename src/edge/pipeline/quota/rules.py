@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from edge.call import Call
 from edge.config.quota import Phase, QuotaRule
@@ -49,18 +49,7 @@ class Rule:
     roles: frozenset[str]
     ingress: frozenset[str]
     parts: tuple[KeyPart, ...]
-
-    def key(self, call: Call) -> str | None:
-        """The bucket this call counts against, or None when a key part is missing."""
-        if len(self.parts) == 1:
-            return self.parts[0](call)
-        values = []
-        for part in self.parts:
-            value = part(call)
-            if value is None:
-                return None
-            values.append(value.replace("%", "%25").replace("|", "%7C") if "|" in value or "%" in value else value)
-        return "|".join(values)
+    key: KeyPart  # the bucket a call counts against, or None when a key part is missing
 
     def meets_route(self, route_name: str, operation: str | None, ingress: str, named: bool) -> bool:
         if self.ingress and ingress not in self.ingress:
@@ -81,6 +70,7 @@ def compile_rule(rule: QuotaRule) -> Rule:
     policy = f"{rule.limit};w={_seconds(rule.period)}"
     if rule.algorithm == "gcra" and rule.capacity != rule.limit:
         policy += f";burst={rule.capacity}"
+    parts = tuple(_key_part(part) for part in rule.key)
     return Rule(
         name=rule.name,
         algorithm=algorithm,
@@ -97,8 +87,24 @@ def compile_rule(rule: QuotaRule) -> Rule:
         operations=frozenset(rule.match.operations),
         roles=frozenset(rule.match.roles),
         ingress=frozenset(rule.match.ingress),
-        parts=tuple(_key_part(part) for part in rule.key),
+        parts=parts,
+        key=parts[0] if len(parts) == 1 else _joined_key(parts),
     )
+
+
+def _joined_key(parts: tuple[KeyPart, ...]) -> KeyPart:
+    """Several parts as one key, `|`-separated; `%` and `|` inside a value are escaped."""
+
+    def key(call: Call) -> str | None:
+        values = []
+        for part in parts:
+            value = part(call)
+            if value is None:
+                return None
+            values.append(value.replace("%", "%25").replace("|", "%7C") if "|" in value or "%" in value else value)
+        return "|".join(values)
+
+    return key
 
 
 def _seconds(period: float) -> str:
@@ -113,7 +119,10 @@ def _bounded(value: str) -> str:
 
 def _subject(call: Call) -> str | None:
     principal = call.principal
-    return _bounded(principal.subject) if principal is not None else "anon@" + call.peer.address
+    if principal is None:
+        return "anon@" + call.peer.address
+    subject = principal.subject
+    return subject if len(subject) <= MAX_KEY_VALUE else _bounded(subject)
 
 
 def _client_ip(call: Call) -> str | None:
@@ -168,11 +177,7 @@ def _key_part(part: str) -> KeyPart:
     return _PARTS[part]
 
 
-class Check(NamedTuple):
-    """One rule to decide for one call, and the key it counts against."""
-
-    rule: Rule
-    key: str
+Check = tuple[Rule, str]  # one rule to decide for one call, and the key it counts against (a plain tuple: cheap)
 
 
 class RuleSet:

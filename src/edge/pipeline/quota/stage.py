@@ -18,7 +18,7 @@ from typing import Any
 from edge.call import Call, Denial
 from edge.config.quota import Phase
 from edge.pipeline.quota.headers import quota_denial, rate_limit_headers, show_on_reply, unavailable_denial
-from edge.pipeline.quota.limiter import Limiter, Outcome, judged
+from edge.pipeline.quota.limiter import DENIED, PASSED, Limiter, Outcome
 from edge.pipeline.quota.metrics import QuotaMetrics
 from edge.pipeline.quota.rules import Check, Rule, RuleSet
 from edge.pipeline.quota.verdict import Verdict
@@ -49,33 +49,29 @@ class QuotaStage:
                 skipped.append(rule.name)
                 self.metrics.count(rule.name, "skipped", self.limiter.mode)
             else:
-                checks.append(Check(rule, key))
-        record = self._record(call, skipped)
-        if not checks:
-            return None
-        if self._memory is not None:
-            verdicts, outcome = judged("memory", checks, self._memory.decide(checks))
-        else:
-            verdicts, outcome = await self.limiter.decide(checks)
-        shown = self._account(record, checks, verdicts, outcome)
-        if outcome.unavailable:
-            closed = [c.rule.name for i, c in enumerate(checks) if outcome.mode_of(i) == "closed"]
-            return unavailable_denial(call, closed)
-        if not outcome.passed:
-            denied = [(c.rule, v) for c, v in zip(checks, verdicts, strict=True) if not v.allowed]
-            return quota_denial(call, shown, [(r, v) for r, v in denied if not r.shadow])
-        if self.headers_on_allowed and shown:
-            show_on_reply(call, rate_limit_headers(shown, call.reply_headers))
-        return None
-
-    @staticmethod
-    def _record(call: Call, skipped: list[str] | None) -> dict[str, Any]:
+                checks.append((rule, key))
         record: dict[str, Any] | None = call.decisions.get("quota")
         if record is None:
             record = call.decisions["quota"] = {"allowed": True, "rules": []}
         if skipped:
             record.setdefault("skipped", []).extend(skipped)
-        return record
+        if not checks:
+            return None
+        if self._memory is not None:
+            verdicts, ok = self._memory.judge(checks)
+            outcome = (PASSED if ok else DENIED)["memory"]
+        else:
+            verdicts, outcome = await self.limiter.decide(checks)
+        shown = self._account(record, checks, verdicts, outcome)
+        if outcome.unavailable:
+            closed = [rule.name for i, (rule, _) in enumerate(checks) if outcome.mode_of(i) == "closed"]
+            return unavailable_denial(call, closed)
+        if not outcome.passed:
+            denied = [(rule, v) for (rule, _), v in zip(checks, verdicts, strict=True) if not v[0]]
+            return quota_denial(call, shown, [(r, v) for r, v in denied if not r.shadow])
+        if self.headers_on_allowed and shown:
+            show_on_reply(call, rate_limit_headers(shown, call.reply_headers))
+        return None
 
     def _account(
         self, record: dict[str, Any], checks: list[Check], verdicts: list[Verdict], outcome: Outcome
@@ -94,12 +90,12 @@ class QuotaStage:
             verdict = verdicts[index]
             if modes is not None:
                 mode = modes[index]
-            if verdict.allowed:
+            allowed, remaining = verdict[0], verdict[1]
+            if allowed:
                 result = "allowed" if passed else "not_counted"
             else:
                 result = "shadow_denied" if rule.shadow else "denied"
             decisions[rule.name, result, mode] += 1
-            remaining = verdict.remaining
             append({"rule": rule.name, "result": result, "mode": mode, "remaining": remaining})
             if remaining >= 0 and not rule.shadow:
                 shown.append((rule, verdict))

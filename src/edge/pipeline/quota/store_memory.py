@@ -8,6 +8,9 @@ state has run out (a GCRA TAT in the past, a log with nothing inside the
 period) is idle and dropped from the front (up to 16 every 8 commits, and in
 a periodic sweep), and a table above `max_keys` drops its least recently
 counted key. The same class is the Redis store's local fallback.
+
+`judge` is written out flat (no helper per rule, verdicts as tuples): it runs
+once per call per stage, and each Python call it saves is ~0.1-0.3 us a rule.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge.pipeline.quota.rules import Check, Rule
+from edge.pipeline.quota.rules import Rule
 from edge.pipeline.quota.verdict import Verdict
 
 Clock = Callable[[], float]
@@ -33,13 +36,33 @@ class MemoryStore:
         self._tables: dict[str, OrderedDict[str, Any]] = {}
         self._commits = 0
 
-    def decide(self, checks: Sequence[Check]) -> list[Verdict]:
-        """Check all, then commit all allowed ones unless an enforcing rule denied."""
+    def decide(self, checks: Sequence[tuple[Rule, str]]) -> list[Verdict]:
+        return self.judge(checks)[0]
+
+    def judge(self, checks: Sequence[tuple[Rule, str]]) -> tuple[list[Verdict], bool]:
+        """Check all, then commit all allowed ones unless an enforcing rule denied; and whether none did."""
         now = self.clock()
-        if len(checks) == 1:
-            return [self._decide_one(checks[0], now)]
         tables = self._tables
-        held = []
+        if len(checks) == 1:
+            rule, key = checks[0]
+            table = tables.get(rule.store_name)
+            if table is None:
+                table = tables[rule.store_name] = OrderedDict()
+            state = table.get(key)
+            verdict, counted = rule.algorithm.check(state, now)
+            if counted is None:
+                return [verdict], rule.shadow
+            if counted is not state:
+                table[key] = counted
+            if state is not None:
+                table.move_to_end(key)
+            self._commits += 1
+            if self._commits % TRIM_EVERY == 0:
+                self._trim(table, rule, now, TRIM_BUDGET)
+            elif len(table) > self.max_keys:
+                self._trim(table, rule, now, 1)
+            return [verdict], True
+        held: list[tuple[Rule, OrderedDict[str, Any], str, Any, Any]] = []
         verdicts = []
         passed = True
         for rule, key in checks:
@@ -47,48 +70,43 @@ class MemoryStore:
             if table is None:
                 table = tables[rule.store_name] = OrderedDict()
             state = table.get(key)
-            verdict = rule.algorithm.check(state, now)
-            if not verdict.allowed and not rule.shadow:
+            verdict, counted = rule.algorithm.check(state, now)
+            if counted is None and not rule.shadow:
                 passed = False
-            held.append((table, state))
+            held.append((rule, table, key, state, counted))
             verdicts.append(verdict)
-        if passed:
-            for (rule, key), (table, state), verdict in zip(checks, held, verdicts, strict=True):
-                if verdict.allowed:
-                    table[key] = rule.algorithm.commit(state, now)
-                    table.move_to_end(key)
-                    self._after_commit(table, rule, now)
-        return verdicts
-
-    def _decide_one(self, check: Check, now: float) -> Verdict:
-        rule, key = check
-        table = self._tables.get(rule.store_name)
-        if table is None:
-            table = self._tables[rule.store_name] = OrderedDict()
-        state = table.get(key)
-        verdict = rule.algorithm.check(state, now)
-        if verdict.allowed:
-            table[key] = rule.algorithm.commit(state, now)
-            table.move_to_end(key)
-            self._after_commit(table, rule, now)
-        return verdict
-
-    def _after_commit(self, table: OrderedDict[str, Any], rule: Rule, now: float) -> None:
-        """Every few commits look at the front of the table; always keep it within max_keys."""
-        self._commits += 1
-        if self._commits % TRIM_EVERY == 0:
-            self._trim(table, rule, now, TRIM_BUDGET)
-        elif len(table) > self.max_keys:
-            self._trim(table, rule, now, 1)
+        if not passed:
+            for rule, _, _, state, counted in held:
+                if state is not None and counted is state:
+                    rule.algorithm.uncount(state)
+            return verdicts, False
+        commits = self._commits
+        for rule, table, key, state, counted in held:
+            if counted is None:
+                continue
+            if counted is not state:
+                table[key] = counted
+            if state is not None:
+                table.move_to_end(key)
+            commits += 1
+            if commits % TRIM_EVERY == 0:
+                self._trim(table, rule, now, TRIM_BUDGET)
+            elif len(table) > self.max_keys:
+                self._trim(table, rule, now, 1)
+        self._commits = commits
+        return verdicts, True
 
     def _trim(self, table: OrderedDict[str, Any], rule: Rule, now: float, budget: int) -> int:
+        """Drop idle keys from the front (least recently counted), and any above max_keys."""
         dropped = 0
         expired = rule.algorithm.expired
+        popitem = table.popitem
         while table and dropped < budget:
-            key, state = next(iter(table.items()))
-            if not expired(state, now) and len(table) <= self.max_keys:
+            key, state = popitem(False)
+            if not expired(state, now) and len(table) < self.max_keys:
+                table[key] = state
+                table.move_to_end(key, False)
                 break
-            del table[key]
             dropped += 1
         return dropped
 

@@ -167,8 +167,7 @@ class RedisStore:
         except TimeoutError:
             raise StoreUnavailable(f"quota store did not answer within {self.timeout * 1000:g} ms") from None
         return [
-            Verdict(bool(reply[i]), reply[i + 1], reply[i + 2] / 1000, reply[i + 3] / 1000)
-            for i in range(1, len(reply), 4)
+            (bool(reply[i]), reply[i + 1], reply[i + 2] / 1000, reply[i + 3] / 1000) for i in range(1, len(reply), 4)
         ]
 
     def _rule_args(self, rule: Rule) -> tuple[str, str, str, str]:
