@@ -333,3 +333,41 @@ def test_live_table_swaps_whole() -> None:
     live = LiveTable(first)
     live.swap(second)
     assert (live.current, live.generation) == (second, 2)
+
+
+def test_remembered_matches_give_the_same_answers_past_the_memory_limit() -> None:
+    from edge.routes import RECENT_MATCHES
+
+    routes = table(
+        spec("user", {"path": "/v1/users/{id}"}),
+        spec("files", {"prefix": "/files"}, rewrite="/store"),
+    )
+    paths = [f"/v1/users/u{i}" for i in range(RECENT_MATCHES + 10)] + [f"/files/f{i}" for i in range(50)]
+    for _ in range(2):  # the second round is answered from memory, except what the emptied memory forgot
+        for path in paths:
+            match = routes.match_http("GET", "example.org", path)
+            assert match is not None
+            if path.startswith("/v1/users/"):
+                assert (match.route.name, dict(match.bindings)) == ("user", {"id": path.rsplit("/", 1)[1]})
+            else:
+                assert (match.route.name, match.upstream_path) == ("files", "/store/" + path.rsplit("/", 1)[1])
+    assert routes.match_http("GET", "example.org", "/nothing") is None
+    assert routes.match_http("GET", "example.org", "/nothing") is None
+    assert len(routes._recent) <= RECENT_MATCHES
+
+
+def test_a_remembered_match_cannot_be_changed_by_a_call() -> None:
+    routes = table(spec("user", {"path": "/v1/users/{id}"}))
+    match = routes.match_http("GET", "h", "/v1/users/7")
+    assert match is not None
+    with pytest.raises(TypeError):
+        match.bindings["id"] = "8"  # type: ignore[index]
+    again = routes.match_http("GET", "h", "/v1/users/7")
+    assert again is not None and dict(again.bindings) == {"id": "7"}
+
+
+def test_a_path_refused_once_is_refused_every_time() -> None:
+    routes = table(spec("files", {"prefix": "/files"}))
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            routes.match_http("GET", "h", "/files/a%2Fb")
