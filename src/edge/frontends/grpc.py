@@ -263,10 +263,17 @@ def _peer(context: Context, tls: bool) -> Peer:
 class GrpcListener:
     """The grpc.aio server of the gRPC door, with health and reflection at the edge."""
 
-    def __init__(self, door: GrpcDoor, listener: Listener, limits: Limits, routed_services: Sequence[str]) -> None:
+    def __init__(
+        self,
+        door: GrpcDoor,
+        listener: Listener,
+        limits: Limits,
+        routed_services: Sequence[str],
+        reuse_port: bool = False,
+    ) -> None:
         self.listener = listener
         self.health = grpc_health.aio.HealthServicer()
-        self.server = aio.server(options=server_options(limits))
+        self.server = aio.server(options=server_options(limits, reuse_port))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         own = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
         known = [name for name in routed_services if door.registry.service(name) is not None]
@@ -290,11 +297,12 @@ class GrpcListener:
         await self.server.stop(grace)
 
 
-def server_options(limits: Limits) -> list[tuple[str, Any]]:
+def server_options(limits: Limits, reuse_port: bool = False) -> list[tuple[str, Any]]:
+    """SO_REUSEPORT only under `serve --workers N`, so a second gateway on a taken port fails instead of sharing it."""
     return [
         ("grpc.max_receive_message_length", limits.max_grpc_message),
         ("grpc.max_send_message_length", limits.max_grpc_message),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 

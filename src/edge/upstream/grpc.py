@@ -58,12 +58,16 @@ GATEWAY_OWNED = frozenset(
         "proxy-connection",
         "transfer-encoding",
         "upgrade",
+        "x-forwarded-for",  # extended below
+        "x-request-id",  # the call's own
     }
 )
 # Response metadata that is the status itself or transport framing, not the backend's metadata.
 RESPONSE_RESERVED = frozenset({"grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding", "content-type"})
+STATUSES = {code: Status(code.value[0]) for code in grpc.StatusCode}
 RECONNECT_BACKOFF_MS = 5000
 METHOD_CACHE_SIZE = 4096
+READY = grpc.ChannelConnectivity.READY
 
 Multicallable = Any  # grpc.aio.StreamStreamMultiCallable; grpc ships no type information
 
@@ -113,15 +117,15 @@ class GrpcUpstream:
         except BaseException:
             rpc.cancel()
             raise
-        code = await rpc.code()
-        reply = Reply(
-            headers=response_metadata(await rpc.initial_metadata()), body=message if message is not None else _NONE
+        status = STATUSES[await rpc.code()]
+        return Reply(
+            http_status=http_status(status),
+            headers=response_metadata(await rpc.initial_metadata()),
+            body=message if message is not None else _NONE,
+            status=status,
+            message=await rpc.details() or "",
+            trailers=response_metadata(await rpc.trailing_metadata()),
         )
-        reply.status = Status(code.value[0])
-        reply.http_status = http_status(reply.status)
-        reply.message = await rpc.details() or ""
-        reply.trailers = response_metadata(await rpc.trailing_metadata())
-        return reply
 
     def _unary_method(self, url: str, path: str) -> Multicallable:
         key = (url, "unary:" + path)
@@ -141,8 +145,11 @@ class GrpcUpstream:
         """The first endpoint whose channel is ready, or becomes ready within the connect timeout."""
         for url in self.endpoints.order():
             left = deadline - time.monotonic()
-            state = await _settle(self._channels[url], min(left, self.config.connect_timeout))
-            if state is grpc.ChannelConnectivity.READY:
+            channel = self._channels[url]
+            state = channel.get_state(try_to_connect=True)
+            if state is not READY:
+                state = await _settle(channel, state, min(left, self.config.connect_timeout))
+            if state is READY:
                 self.endpoints.succeeded(url)
                 return url
             if state is None and left <= self.config.connect_timeout:
@@ -165,11 +172,10 @@ class GrpcUpstream:
             await channel.close()
 
 
-async def _settle(channel: aio.Channel, budget: float) -> grpc.ChannelConnectivity | None:
-    """Connect if idle and wait for READY or a failure; None when `budget` runs out first."""
-    state = channel.get_state(try_to_connect=True)
-    if state is grpc.ChannelConnectivity.READY:
-        return state
+async def _settle(
+    channel: aio.Channel, state: grpc.ChannelConnectivity, budget: float
+) -> grpc.ChannelConnectivity | None:
+    """From `state` (not READY, connecting if it was idle), wait for READY or a failure; None when `budget` runs out."""
     unsettled = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
     try:
         async with asyncio.timeout(max(budget, 0.0)):
@@ -223,10 +229,11 @@ def request_metadata(call: Call) -> list[tuple[str, MetaValue]]:
     """
     forwarded: list[tuple[str, MetaValue]] = []
     for name, value in call.metadata:
-        if name.startswith(":") or name in GATEWAY_OWNED or name in ("x-forwarded-for", "x-request-id"):
+        if name in GATEWAY_OWNED or name.startswith(":"):
             continue
-        converted = _metadata_value(name, value)
-        if converted is not None:
+        if type(value) is str and value.isascii() and value.isprintable() and not name.endswith("-bin"):
+            forwarded.append((name, value))
+        elif (converted := _metadata_value(name, value)) is not None:
             forwarded.append((name, converted))
     chain = ", ".join(str(v) for v in call.metadata.getall("x-forwarded-for"))
     forwarded.append(("x-forwarded-for", f"{chain}, {call.peer.address}" if chain else call.peer.address))
@@ -282,8 +289,7 @@ async def _messages(rpc: Any, reply: Reply) -> AsyncIterator[bytes]:
     finally:
         if not rpc.done():
             rpc.cancel()
-    code = await rpc.code()
-    reply.status = Status(code.value[0])
+    reply.status = STATUSES[await rpc.code()]
     reply.http_status = http_status(reply.status)
     reply.message = await rpc.details() or ""
     reply.trailers = response_metadata(await rpc.trailing_metadata())

@@ -1,0 +1,50 @@
+"""`serve --workers N` for the gRPC listener: workers share the port; a lone gateway never shares a taken one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from door_harness import channel_to, grpc_route
+from interop_server import Backend
+
+from edge.config import load
+from edge.server import Gateway
+
+WAIT = 5.0
+
+
+def _settings(folder: Path, backend: Backend, descriptor_dir: Path, port: int) -> Path:
+    folder.mkdir()
+    (folder / "routes.yaml").write_text(yaml.safe_dump({"routes": [grpc_route(backend.url)]}))
+    listeners = {"http": None, "admin": None, "grpc": {"host": "127.0.0.1", "port": port}}
+    config = {"listeners": listeners, "routes_file": "routes.yaml", "protos": str(descriptor_dir)}
+    (folder / "edge.yaml").write_text(yaml.safe_dump(config))
+    return folder / "edge.yaml"
+
+
+async def test_workers_share_the_grpc_port(
+    backend: Backend, pb: SimpleNamespace, tmp_path: Path, descriptor_dir: Path
+) -> None:
+    first_config = _settings(tmp_path / "first", backend, descriptor_dir, 0)
+    async with Gateway(load(first_config), reuse_port=True) as first:
+        port = first.ports["grpc"]
+        second_config = _settings(tmp_path / "second", backend, descriptor_dir, port)
+        async with Gateway(load(second_config), reuse_port=True) as second:
+            assert second.ports["grpc"] == port
+            for gateway in (first, second):
+                async with channel_to(gateway) as channel:
+                    await pb.test_grpc.TestServiceStub(channel).EmptyCall(pb.empty.Empty(), timeout=WAIT)
+
+
+async def test_a_gateway_does_not_share_a_taken_grpc_port(
+    backend: Backend, tmp_path: Path, descriptor_dir: Path
+) -> None:
+    first_config = _settings(tmp_path / "first", backend, descriptor_dir, 0)
+    async with Gateway(load(first_config)) as first:
+        second_config = _settings(tmp_path / "second", backend, descriptor_dir, first.ports["grpc"])
+        with pytest.raises(RuntimeError, match="Failed to bind"):
+            async with Gateway(load(second_config)):
+                pass
