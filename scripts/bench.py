@@ -479,7 +479,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--grpc-workers", type=int, default=1, help="gRPC gateway processes (the backend shares the cores)"
+        "--grpc-workers", type=int, default=2, help="gRPC gateway processes (the backend shares the cores)"
     )
     parser.add_argument("--memory-requests", type=int, default=200_000)
     parser.add_argument("--skip-memory", action="store_true")
