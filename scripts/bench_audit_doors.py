@@ -12,9 +12,13 @@ variants over rounds, and prints the gateway's CPU seconds (utime + stime from
 starts the gateways with `sys.setswitchinterval(seconds)`, to test GIL
 hand-over as a cause. `--baseline-src DIR` adds a third gateway per door
 with the file sink, run from another copy of `src` (e.g. the last commit's,
-from `git archive`), so before and after are measured in the same rounds.
+from `git archive`), so before and after are measured in the same rounds;
+`--variant NAME=DIR` (repeatable) adds more such copies, e.g. prototypes.
+The CPU of the gateway's child processes (a sealing subprocess, if a variant
+has one) is read from /proc the same way and printed beside it, so a design
+that moves work out of the gateway process is charged for it too.
 Usage: `.venv/bin/python scripts/bench_audit_doors.py [--duration 5]
-[--rounds 3] [--doors http,grpc] [--baseline-src DIR]`.
+[--rounds 3] [--doors http,grpc] [--baseline-src DIR] [--variant NAME=DIR]`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU of the live descendants of `pid` (utime + stime of each, read from /proc)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    total += cpu_seconds(int(child)) + children_cpu_seconds(int(child))
+    return total
 
 
 def switches(pid: int) -> int:
@@ -70,9 +85,13 @@ def main() -> int:
     parser.add_argument("--doors", default="http,grpc")
     parser.add_argument("--switch-interval", type=float)
     parser.add_argument("--baseline-src", type=Path)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=DIR: a file-sink gateway from DIR")
     args = parser.parse_args()
     doors = args.doors.split(",")
-    variants = ["file", "none"] + (["baseline"] if args.baseline_src else [])
+    sources = {name: Path(path) for name, path in (spec.split("=", 1) for spec in args.variant)}
+    if args.baseline_src:
+        sources["baseline"] = args.baseline_src
+    variants = ["file", "none", *sources]
     with tempfile.TemporaryDirectory(prefix="edge-audit-bench-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         folder.chmod(0o755)  # nginx workers run as another user
@@ -103,18 +122,18 @@ def main() -> int:
                     section += f"protos: {folder}/protos\n"
                 config = bench.edge_config(folder, name, listener, routes, section)
                 env = None
-                if sink == "baseline":
-                    env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+                if sink in sources:
+                    env = {**os.environ, "PYTHONPATH": str(sources[sink].resolve())}
                 command = gateway_command(config, args.switch_interval)
                 proc = stack.enter_context(bench.process(command, [port], folder, env))
                 if door == "grpc":
                     bench.check_grpc(port, token)
                 gateways[name] = (proc.pid, port)
         header = f"authorization: Bearer {token}"
-        figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in gateways}
+        figures: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in gateways}
         for _ in range(args.rounds):
             for name, (pid, port) in gateways.items():
-                before, switched = cpu_seconds(pid), switches(pid)
+                before, switched, children = cpu_seconds(pid), switches(pid), children_cpu_seconds(pid)
                 if name.startswith("http"):
                     url = f"http://127.0.0.1:{port}{bench.PATH}"
                     rps, _, _ = bench.wrk(url, args.duration, args.connections, headers=(header,))
@@ -123,23 +142,24 @@ def main() -> int:
                     rps, _, _ = bench.h2load(url, args.duration, 4, args.streams, folder, (header,))
                 calls = rps * round(args.duration)
                 used, switched = cpu_seconds(pid) - before, switches(pid) - switched
-                figures[name].append((used / calls * 1e6, rps, switched / calls))
+                children = children_cpu_seconds(pid) - children
+                figures[name].append((used / calls * 1e6, rps, switched / calls, children / calls * 1e6))
         print(f"gateway CPU per call (median of {args.rounds} rounds of {args.duration:.0f} s; one process each)")
         for door in doors:
             medians = {}
             for sink in variants:
                 samples = figures[f"{door}-{sink}"]
-                medians[sink] = statistics.median(us for us, _, _ in samples)
-                rates = statistics.median(rps for _, rps, _ in samples)
-                hops = statistics.median(hops for _, _, hops in samples)
-                rounds = ", ".join(f"{us:.0f}" for us, _, _ in samples)
+                medians[sink] = statistics.median(us for us, _, _, _ in samples)
+                rates = statistics.median(rps for _, rps, _, _ in samples)
+                hops = statistics.median(hops for _, _, hops, _ in samples)
+                spawned = statistics.median(child for _, _, _, child in samples)
+                rounds = ", ".join(f"{us:.0f}" for us, _, _, _ in samples)
                 print(
-                    f"  {door:4} audit {sink:4}: {medians[sink]:6.0f} us/call  {rates:7.0f} calls/s  "
-                    f"{hops:5.2f} context switches/call  ({rounds})"
+                    f"  {door:4} audit {sink:8}: {medians[sink]:6.0f} us/call  {rates:7.0f} calls/s  "
+                    f"{hops:5.2f} context switches/call  +{spawned:4.0f} us/call in child processes  ({rounds})"
                 )
-            print(f"  {door:4} audit cost:  {medians['file'] - medians['none']:6.0f} us/call")
-            if args.baseline_src:
-                print(f"  {door:4} baseline audit cost: {medians['baseline'] - medians['none']:6.0f} us/call")
+            for sink in ["file", *sources]:
+                print(f"  {door:4} {sink:8} audit cost: {medians[sink] - medians['none']:6.0f} us/call in the gateway")
     return 0
 
 

@@ -3,8 +3,8 @@
 Nothing here runs per request. `GatewayCollector.collect` is called by
 prometheus-client when the admin listener is scraped, on the event loop, and
 reads what each part of the gateway counts anyway: calls by route and status
-and their latency (tallied by the audit writer thread, so only when at least
-one audit sink is configured), the audit queue and sinks, quota decisions,
+and their latency (tallied from the audit records as they are handed to the
+writer, so only when at least one audit sink is configured), the audit queue and sinks, quota decisions,
 the identity and policy caches, the route table and its reloads, and each
 upstream's endpoints. `gateway_registry` builds a registry per gateway (not
 the global one), so several gateways in one process each report their own.

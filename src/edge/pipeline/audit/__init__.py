@@ -2,12 +2,13 @@
 
 record.py      the record of one call, built on the hot path
 auditlog.py    AuditLog: the bounded queue and the writer task (event loop side)
-writer.py      ChainWriter: seals, signs, delivers (the one writer thread)
+writer.py      ChainWriter: seals, signs, delivers (one batch at a time)
+sealer.py      SealerProcess: the ChainWriter in a forked child, off the gateway's GIL
 chain.py       canonical JSON, SHA-256 links, sequence numbers
 checkpoint.py  Ed25519-signed checkpoints
 delivery.py    one sink's path: direct while up, spooled while down
 spool.py       the durable local spool
-tally.py       calls by route and status, counted in the writer thread, for metrics
+tally.py       calls by route and status, counted per batch, for metrics
 sinks/         file, stdout, redis
 verify.py      `edge audit verify`: recompute the chain, check signatures and gaps
 """

@@ -10,7 +10,7 @@ record holds are written as orjson writes them: NaN and infinities (not JSON)
 as `null`, a plain `Enum` member as its value; both lines still verify, since
 `verify` hashes what `canonical` makes of the parsed line, and that is the
 line itself. `Chain` hands
-out sequence numbers and links; it runs in the writer thread only, so the
+out sequence numbers and links; it runs in the one writer only, so the
 chain order is the sequence order is the order the records were queued in.
 """
 

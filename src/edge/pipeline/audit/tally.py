@@ -1,10 +1,12 @@
-"""Calls counted by route and status, and their latency, in the audit writer thread.
+"""Calls counted by route and status, and their latency, once per audit batch.
 
-Every call's record passes through the one writer thread anyway, so counting
-there costs the request path nothing: the loop only appends the record, as
-before. `CallTally.count` runs once per batch in the writer thread;
-`snapshot` is read by the metrics endpoint on the event loop, so both take a
-lock (held for a batch, not per request). A record the queue dropped is not
+Every call's record passes through the audit writer anyway, so counting a
+batch at its hand-off costs the request path nothing: the loop only appends
+the record, as before. `CallTally.count` runs once per batch, in the writer
+thread, or on the loop just before a batch goes to the sealing process (whose
+own copy of the tally the metrics endpoint cannot read); `snapshot` is read by
+the metrics endpoint on the event loop, so both take a lock (held for a
+batch, not per request). A record the queue dropped is not
 counted here; `AuditLog.lost` counts those.
 """
 

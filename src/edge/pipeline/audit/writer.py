@@ -1,7 +1,8 @@
-"""The writer thread's side: seal records into the chain, sign checkpoints, hand entries to each sink.
+"""The writer's side: seal records into the chain, sign checkpoints, hand entries to each sink.
 
-`ChainWriter` is only ever called from the one audit thread, one batch at a
-time, so sealing order is queue order and needs no lock. It continues the
+`ChainWriter` is only ever called from one place, one batch at a time (the
+gateway's sealing process, or the audit thread when it is given directly),
+so sealing order is queue order and needs no lock. It continues the
 chain where the sinks and spools left it (the newest head any of them
 holds), adds a signed checkpoint every `every` records and every `interval`
 seconds even when idle, and turns whatever could not be delivered or
@@ -44,6 +45,7 @@ class ChainWriter:
         self.interval = interval
         self.written = 0
         self.tally = CallTally()  # calls by route and status, for metrics: counted here, off the event loop
+        self.counts_calls = True  # False in the sealing process: the gateway counts before the hand-off
         self.chain = Chain()
         self._clock = clock
         self._since_checkpoint = 0
@@ -73,7 +75,8 @@ class ChainWriter:
     def write(self, batch: list[dict[str, Any]], unsequenced_lost: int = 0) -> None:
         """Seal a batch from the queue (possibly empty: a tick) and deliver it."""
         now = self._clock()
-        self.tally.count(batch)
+        if self.counts_calls:
+            self.tally.count(batch)
         entries: list[Entry] = []
         for record in batch:
             try:

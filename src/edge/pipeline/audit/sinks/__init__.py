@@ -1,4 +1,4 @@
-"""Where sealed records go: one small class per destination, all called from the writer thread.
+"""Where sealed records go: one small class per destination, all called from the one writer.
 
 A sink writes entries in order and raises `SinkDown` when it cannot (disk
 full, Redis gone); the writer then spools for it. `open` says where the

@@ -6,8 +6,9 @@ and the batch is sent again: a Lua script keeps, per instance, the highest
 sequence number it added (and that record's hash, where a restarted gateway
 resumes its chain) and skips entries at or below it, atomically with the
 XADDs. The stream is trimmed with `MAXLEN` (`~` by default). This runs in
-the audit writer thread, so it uses redis-py's blocking client with short
-timeouts and no retries of its own: the spool is the retry.
+the audit writer (the sealing process, or a thread), so it uses redis-py's
+blocking client with short timeouts and no retries of its own: the spool is
+the retry.
 """
 
 from __future__ import annotations
