@@ -23,12 +23,17 @@ RESOLUTION = 0.005
 
 
 class Deadlines:
-    """One event loop's deadlines: create it inside the loop whose calls it times."""
+    """One event loop's deadlines: bound to the loop of its first use.
+
+    The loop is looked up once: in Python 3.11 `asyncio.get_running_loop`
+    (and `current_task` without a loop) makes a getpid system call each time.
+    """
 
     def __init__(self, resolution: float = RESOLUTION) -> None:
         self.resolution = resolution
         self._pending: set[Deadline] = set()
         self._ticker: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def after(self, seconds: float) -> Deadline:
         return Deadline(self, seconds)
@@ -69,12 +74,15 @@ class Deadline:
         self.when = 0.0
 
     def __enter__(self) -> Deadline:
-        task = asyncio.current_task()
+        owner = self._owner
+        loop = owner.loop
+        if loop is None:
+            loop = owner.loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a deadline must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        loop = asyncio.get_running_loop()
         self.when = loop.time() + self._seconds
         self._owner._add(self, loop)
         return self

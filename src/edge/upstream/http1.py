@@ -87,6 +87,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, pool: OriginPool) -> None:
         self._pool = pool
+        self._loop = asyncio.get_running_loop()  # once: in Python 3.11 every call makes a getpid system call
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self.idle_since = 0.0
@@ -226,8 +227,7 @@ class Connection(asyncio.Protocol):
         self, method: str, head: bytes, body: bytes | AsyncIterable[bytes], chunked: bool | None
     ) -> Response:
         """Send one request; return once the head (and a small body) is in."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Response] = loop.create_future()
+        answer: asyncio.Future[Response] = self._loop.create_future()
         self._answer = answer
         self._busy = True
         self._method = method
@@ -261,7 +261,7 @@ class Connection(asyncio.Protocol):
             raise ConnectionResetError("the upstream closed the connection")
         if not self._write_paused:
             return
-        self._drain_waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = self._loop.create_future()
         try:
             await self._drain_waiter
         finally:
