@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from edge.config.quota import RedisOptions
+from edge.deadlines import Deadlines
 from edge.pipeline.quota.breaker import Breaker
 from edge.pipeline.quota.gcra import Gcra
 from edge.pipeline.quota.rules import Check, Rule
@@ -131,6 +132,7 @@ class RedisStore:
         self._args: dict[str, tuple[str, str, str, str]] = {}
         self._pending: list[Pending] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._deadlines = Deadlines()  # a safety net per call; `_Deadline` fails a batch on time
 
     def key(self, rule: Rule, key: str) -> str:
         return f"{self.prefix}{rule.store_name}:{key}"
@@ -156,13 +158,14 @@ class RedisStore:
         args = [f"{self._instance}.{next(self._members)}"]
         for rule, _ in checks:
             args.extend(self._rule_args(rule))
-        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        loop = deadlines.loop or asyncio.get_running_loop()
         future: asyncio.Future[list[int]] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append((keys, args, future))
         try:
-            async with asyncio.timeout(self.timeout * 2):
+            with deadlines.after(self.timeout * 2):
                 reply = await future
         except TimeoutError:
             raise StoreUnavailable(f"quota store did not answer within {self.timeout * 1000:g} ms") from None
