@@ -24,5 +24,7 @@ def trace_id(metadata: Metadata) -> str:
         if match is not None:
             return match.group(1)
     ids = trace_ids()
-    metadata.set("traceparent", f"00-{ids[:32]}-{ids[32:]}-01")
+    if values:
+        metadata.remove("traceparent")
+    metadata.add("traceparent", f"00-{ids[:32]}-{ids[32:]}-01")
     return ids[:32]

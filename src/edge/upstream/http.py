@@ -16,7 +16,7 @@ import asyncio
 import logging
 from urllib.parse import urlsplit
 
-from edge.call import Call, Metadata, MetaValue, Reply
+from edge.call import Call, MetaValue, Reply
 from edge.config.gateway import Upstream as UpstreamConfig
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, UpstreamTimeout, UpstreamUnavailable
@@ -41,10 +41,9 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def strip_hop_by_hop(headers: Metadata) -> None:
-    named = {token.strip().lower() for value in headers.getall("connection") for token in str(value).split(",")}
-    drop = HOP_BY_HOP | named
-    headers.remove_where(drop.__contains__)
+def _connection_tokens(values: list[str]) -> set[str]:
+    """The header names a `Connection` header lists: hop-by-hop too (RFC 9110 7.6.1)."""
+    return {token.strip().lower() for value in values for token in value.split(",")}
 
 
 class HttpUpstream:
@@ -117,15 +116,20 @@ class HttpUpstream:
         return timeout if remaining is None else max(0.0, min(timeout, remaining))
 
     def _request_headers(self, call: Call) -> dict[str, str]:
-        meta = call.metadata
-        strip_hop_by_hop(meta)
+        """The caller's headers without hop-by-hop ones, repeated names joined, and the `X-Forwarded-*` set."""
         headers: dict[str, str] = {}
-        for name, value in meta:
+        connection: list[str] = []
+        for name, value in call.metadata:
             text = value if isinstance(value, str) else value.decode("latin-1")
-            if name in headers:
+            if name in HOP_BY_HOP:
+                if name == "connection":
+                    connection.append(text)
+            elif name in headers:
                 headers[name] = f"{headers[name]}, {text}" if name != "cookie" else f"{headers[name]}; {text}"
             else:
                 headers[name] = text
+        for name in _connection_tokens(connection) if connection else ():
+            headers.pop(name, None)
         forwarded_for = headers.get("x-forwarded-for")
         headers["x-forwarded-for"] = f"{forwarded_for}, {call.peer.address}" if forwarded_for else call.peer.address
         headers["x-forwarded-proto"] = call.scheme
@@ -134,10 +138,17 @@ class HttpUpstream:
         return headers
 
     def _reply(self, response: Response) -> Reply:
-        named = {t.strip().lower() for n, v in response.headers if n == "connection" for t in v.split(",")}
-        drop = HOP_BY_HOP | named if named else HOP_BY_HOP
-        headers: list[tuple[str, MetaValue]] = [(n, v) for n, v in response.headers if n not in drop]
-        return Reply(http_status=response.status, headers=headers, body=response.body)
+        kept: list[tuple[str, MetaValue]] = []
+        connection: list[str] = []
+        for name, value in response.headers:
+            if name not in HOP_BY_HOP:
+                kept.append((name, value))
+            elif name == "connection":
+                connection.append(value)
+        if connection:
+            named = _connection_tokens(connection)
+            kept = [(name, value) for name, value in kept if name not in named]
+        return Reply(http_status=response.status, headers=kept, body=response.body)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
