@@ -35,7 +35,7 @@ class RecordingTransport:
     abort = close
 
 
-def error_reply(status: int, code: Status, message: str) -> bytes:
+def error_reply(status: int, code: Status, message: str, connection: H1Connection) -> bytes:
     return f"HTTP/1.1 {status} x\r\n\r\n{message}".encode()
 
 

@@ -208,3 +208,32 @@ async def test_malformed_requests_are_400_in_error_shape(
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"400", reply
     assert b'"status":"INVALID_ARGUMENT"' in body
+
+
+@pytest.mark.parametrize("engine", ["httptools"])  # aiohttp's parser answers these before any door code runs
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    ],
+)
+async def test_a_request_that_cannot_be_parsed_is_audited_under_its_reply_id(
+    edge: GatewayFiles, start_backend: StartBackend, request_bytes: bytes, status: int, engine: str
+) -> None:
+    backend = await start_backend(ok_app())
+    await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": backend}]})
+    reply = await raw_request(edge.gateway.ports["http"], request_bytes)  # type: ignore[union-attr]
+    head = reply.partition(b"\r\n\r\n")[0].decode()
+    assert head.split(" ")[1] == str(status), reply
+    request_id = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("x-request-id: "))
+    for _ in range(100):
+        if edge.audit_records():
+            break
+        await asyncio.sleep(0.02)
+    records = [r for r in edge.audit_records() if r.get("request_id") == request_id]
+    assert len(records) == 1, edge.audit_records()
+    record = records[0]
+    assert record["status"] == status and record["client_ip"] == "127.0.0.1"
+    assert record["route"] is None and record["trace_id"]

@@ -28,6 +28,7 @@ from edge.frontends.http import JSON, HttpDoor, add_stage_headers, error_body
 from edge.ids import caller_request_id
 from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
+from edge.pipeline.trace import trace_id
 from edge.routes import route_http_call
 
 log = logging.getLogger("edge.http")
@@ -48,7 +49,7 @@ class H1Door:
         self.scheme = door.scheme
 
     def listener(self) -> H1Listener:
-        return H1Listener(self.handle, self.limits, parse_error_reply)
+        return H1Listener(self.handle, self.limits, self._refused)
 
     async def handle(self, request: H1Request, connection: H1Connection) -> None:
         call = self._call(request, connection)
@@ -57,6 +58,29 @@ class H1Door:
             await self._deliver(request, connection, call, reply)
 
         await self.pipeline.run(call, self.forward, deliver)
+
+    def _refused(self, status: int, code: Status, message: str, connection: H1Connection) -> bytes:
+        """The reply to a request that could not be parsed (400) or whose head is too large (431), audited.
+
+        No route, method or path is known, but the attempt is a call auditors
+        want to see (request smuggling and scanners show up here): the record
+        and the reply's `x-request-id` are the same.
+        """
+        address, port = connection.peer
+        call = Call(
+            ingress="http",
+            method="",
+            path="",
+            peer=Peer(address, port),
+            metadata=Metadata(),
+            host=connection.host,
+            scheme=self.scheme,
+            request_id=new_request_id(),
+        )
+        call.trace_id = trace_id(call.metadata)
+        call.rejected = Denial(code, message, http=status)
+        self.pipeline.audit.record(call, Reply.local(call.rejected))
+        return parse_error_reply(status, code, message, call.request_id)
 
     def _call(self, request: H1Request, connection: H1Connection) -> Call:
         metadata = Metadata(request.headers)
@@ -183,14 +207,14 @@ class H1Door:
         call.bytes_out += len(body)
 
 
-def parse_error_reply(status: int, code: Status, message: str) -> bytes:
+def parse_error_reply(status: int, code: Status, message: str, request_id: str) -> bytes:
     """The whole reply to a request that could not be parsed (400) or whose head is too large (431)."""
     body = error_body(status, code, message)
     lines = [
         STATUS_LINES[status],
         f"content-type: {JSON}\r\n",
         f"content-length: {len(body)}\r\n",
-        f"x-request-id: {new_request_id()}\r\n",
+        f"x-request-id: {request_id}\r\n",
         _date_line(),
         "connection: close\r\n\r\n",
     ]

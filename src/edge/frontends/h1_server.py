@@ -36,7 +36,7 @@ SWEEP_INTERVAL = 5.0
 
 _PAUSED_QUEUE = 2
 
-ErrorReply = Callable[[int, Status, str], bytes]
+ErrorReply = Callable[[int, Status, str, "H1Connection"], bytes]  # also audits the refusal
 
 
 class _HeadTooLarge(Exception):
@@ -333,7 +333,7 @@ class H1Connection(asyncio.Protocol):
             request.keep_alive = False
             self._parsing = None
             return
-        self._queue.append(self._listener.error_reply(status, code, message))
+        self._queue.append(self._listener.error_reply(status, code, message, self))
         if self._task is None:
             self._task = self._loop.create_task(self._serve())
 
