@@ -183,7 +183,7 @@ class Gateway:
         config = self.settings.config
         scheme = "https" if listener.tls else "http"
         door = GrpcDoor(self.table, self.pipeline, self.forward, config.forwarding, self.protos, scheme)
-        server = GrpcListener(door, listener, config.limits, self.table.current.grpc_services(), self.reuse_port)
+        server = GrpcListener(door, listener, config.limits, self.reuse_port)
         stack.push_async_callback(server.stop, config.server.drain_timeout)
         self.ports["grpc"] = await server.start()
         log.info("grpc listener on %s:%d", listener.host, self.ports["grpc"])

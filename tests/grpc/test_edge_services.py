@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
+import yaml
 from door_harness import PROTOS, SERVICE, MakeGateway, channel_to, grpc_route
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -54,3 +57,17 @@ async def test_health_answers_serving(make_gateway: MakeGateway) -> None:
     async with make_gateway([], protos=False) as gateway, channel_to(gateway) as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=WAIT)
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_follows_the_routes_a_reload_brings(
+    backend: Backend, make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    other = "grpc.testing.UnimplementedService"
+    async with make_gateway([grpc_route(backend.url)]) as gateway, channel_to(gateway) as channel:
+        before = await _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+        routes = {"routes": [grpc_route(backend.url, other, name="other")]}
+        (tmp_path / "routes.yaml").write_text(yaml.safe_dump(routes))
+        assert await gateway.reload() is None
+        after = await _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+    assert {s.name for s in before.list_services_response.service} == {SERVICE, *OWN}
+    assert {s.name for s in after.list_services_response.service} == {other, *OWN}

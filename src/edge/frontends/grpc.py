@@ -12,7 +12,7 @@ status, a message and trailing metadata, never as an exception.
 
 `GrpcListener` owns the grpc.aio server: the door, the gateway's own
 `grpc.health.v1.Health`, and server reflection over the routed services the
-registry knows.
+registry knows, following the route table through reloads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -32,7 +32,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from edge.call import Body, Call, Denial, Metadata, MetaValue, Peer, Reply
 from edge.config.gateway import Forwarding, Limits, Listener, ServerTLS
@@ -268,16 +268,20 @@ class GrpcListener:
         door: GrpcDoor,
         listener: Listener,
         limits: Limits,
-        routed_services: Sequence[str],
         reuse_port: bool = False,
     ) -> None:
         self.listener = listener
         self.health = grpc_health.aio.HealthServicer()
         self.server = aio.server(options=server_options(limits, reuse_port))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        own = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
-        known = [name for name in routed_services if door.registry.service(name) is not None]
-        reflection.enable_server_reflection(sorted({*known, *own}), self.server, reflection_pool(door.registry))
+        own = {health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME}
+
+        def listed() -> tuple[str, ...]:
+            routed = door.table.current.grpc_services()
+            return tuple(sorted(own.union(name for name in routed if door.registry.service(name) is not None)))
+
+        servicer = LiveReflection(listed, reflection_pool(door.registry))
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, self.server)
         self.server.add_generic_rpc_handlers([door])
 
     async def start(self) -> int:
@@ -295,6 +299,28 @@ class GrpcListener:
         """Health says NOT_SERVING, then in-flight calls get `grace` seconds to finish."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+
+class LiveReflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+    """Server reflection whose service list follows the route table as reloads change it.
+
+    grpcio-reflection fixes the list when the servicer is built (it reads
+    `self._service_names` when asked to list services); here that name is a
+    property over the live table, so an agent discovers a service as soon as
+    a reload routes it. tests/grpc/test_edge_services.py checks it.
+    """
+
+    def __init__(self, names: Callable[[], tuple[str, ...]], pool: Any) -> None:
+        self._names = names
+        super().__init__((), pool=pool)
+
+    @property
+    def _service_names(self) -> tuple[str, ...]:
+        return self._names()
+
+    @_service_names.setter
+    def _service_names(self, _: tuple[str, ...]) -> None:
+        """The base class sets the list once; the live one wins."""
 
 
 def server_options(limits: Limits, reuse_port: bool = False) -> list[tuple[str, Any]]:
