@@ -27,6 +27,9 @@ def test_reference_config_and_routes_load(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text(policy)
     (tmp_path / "protos").mkdir()
     write_key_pair(tmp_path / "audit.key", tmp_path / "audit.pub")
+    (tmp_path / "certs").mkdir()
+    for name in ("server.crt", "server.key", "cac-ca.pem", "internal-ca.pem", "edge-client.crt", "edge-client.key"):
+        (tmp_path / "certs" / name).write_text("read at start, not by load\n")
     settings = load(tmp_path / "edge.yaml", env={})
     assert [r.display_name for r in settings.routes.routes] == [
         "refill",

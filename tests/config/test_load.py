@@ -438,13 +438,35 @@ def test_unset_variable_in_the_routes_file(tmp_path: Path) -> None:
 
 
 def test_relative_paths_are_relative_to_edge_yaml(tmp_path: Path) -> None:
-    edge = "routes_file: sub/r.yaml\nlisteners: {http: {tls: {cert: c.pem, key: /abs/k.pem}}}\n"
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "r.yaml").write_text("")
-    settings = load(write(tmp_path, edge, routes=None), env={})
-    assert settings.routes_path == tmp_path / "sub" / "r.yaml"
+    absolute = tmp_path / "elsewhere" / "k.pem"
+    edge = f"routes_file: sub/r.yaml\nlisteners: {{http: {{tls: {{cert: c.pem, key: {absolute}}}}}}}\n"
+    folder = tmp_path / "conf"
+    for path in (folder / "sub" / "r.yaml", folder / "c.pem", absolute):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    settings = load(write(folder, edge, routes=None), env={})
+    assert settings.routes_path == folder / "sub" / "r.yaml"
     tls = settings.config.listeners.http.tls if settings.config.listeners.http else None
-    assert tls is not None and (tls.cert, tls.key) == (tmp_path / "c.pem", Path("/abs/k.pem"))
+    assert tls is not None and (tls.cert, tls.key) == (folder / "c.pem", absolute)
+
+
+def test_input_files_named_in_edge_yaml_must_exist(tmp_path: Path) -> None:
+    edge = (
+        "listeners: {http: {tls: {cert: c.pem, key: k.pem}}}\n"
+        "upstreams: {svc: {endpoints: ['https://svc:7000'], tls: {ca: ca.pem}}}\n"
+        "identity: {providers: {dev: {type: jwt, issuer: i, audience: a, keys: {pem_file: jwt.pem}}}}\n"
+        "protos: protos\n"
+        "audit: {sinks: [{type: file, path: not-yet/audit.jsonl}], spool: {path: not-yet/spool}}\n"
+    )
+    (tmp_path / "c.pem").write_text("")
+    assert sorted(problems(tmp_path, edge)) == sorted(
+        [
+            "DIR/edge.yaml: listeners.http.tls.key: expected a readable file (no file DIR/k.pem)",
+            "DIR/edge.yaml: upstreams.svc.tls.ca: expected a readable file (no file DIR/ca.pem)",
+            "DIR/edge.yaml: protos: expected a folder of .proto files or a descriptor set (no DIR/protos)",
+            "DIR/edge.yaml: identity.providers.dev.keys.pem_file: expected a readable file (no file DIR/jwt.pem)",
+        ]
+    )
 
 
 def test_empty_files_are_the_defaults(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edge.config.audit import check_audit
+from edge.config.files import check_input_files
 from edge.config.gateway import EdgeConfig, Upstream
 from edge.config.identity import check_routes_auth
 from edge.config.policy import check_policy
@@ -72,6 +73,7 @@ def load(config_path: Path | str | None, env: Mapping[str, str] | None = None) -
     upstreams: UpstreamsByName | None = None
     if config is not None:
         config = _resolve_paths(config, path.parent)
+        problems.extend(check_input_files(config, path))
         problems.extend(check_audit(config.audit, path))
         problems.extend(check_policy(config.policy, path))
         routes_path, upstreams = config.routes_file, config.upstreams
