@@ -95,7 +95,9 @@ class IdP:
             return web.Response(status=503)
         self.introspections += 1
         expected = base64.b64encode(b"edge-gateway:s3cret%3Awith%2Fodd%20chars").decode()
-        if request.headers.get("Authorization") != f"Basic {expected}":
-            return web.json_response({"error": "invalid_client"}, status=401)
         form = await request.post()
+        basic = request.headers.get("Authorization") == f"Basic {expected}"
+        posted = (form.get("client_id"), form.get("client_secret")) == (CLIENT_ID, CLIENT_SECRET)
+        if basic == posted:  # neither, or both at once (RFC 6749 2.3: one method per request)
+            return web.json_response({"error": "invalid_client"}, status=401)
         return web.json_response(self.answers.get(str(form.get("token")), {"active": False}))

@@ -93,3 +93,19 @@ async def test_answer_for_another_audience_is_refused(edge: GatewayFiles, idp: I
     await edge.start(ROUTES, upstreams={"svc": {"endpoints": [echo]}}, identity=section(idp, audience="pharmacy"))
     status, body = await call(edge, "t")
     assert status == 401 and "audience" in body["error"]["message"]
+
+
+async def test_client_secret_post_sends_the_client_in_the_form(edge: GatewayFiles, idp: IdP, echo: str) -> None:
+    idp.answers["opaque-post"] = {"active": True, "sub": "agent-9", "exp": int(time.time()) + 600}
+    identity = section(idp, client_auth="post")
+    await edge.start(ROUTES, upstreams={"svc": {"endpoints": [echo]}}, identity=identity)
+    status, body = await call(edge, "opaque-post")
+    assert status == 200 and headers_seen(body)["x-edge-subject"] == ["agent-9"]
+    assert idp.introspections == 1
+
+
+async def test_client_secret_post_with_a_wrong_secret_is_unavailable(edge: GatewayFiles, idp: IdP, echo: str) -> None:
+    identity = section(idp, secret="wrong", client_auth="post")
+    await edge.start(ROUTES, upstreams={"svc": {"endpoints": [echo]}}, identity=identity)
+    status, _ = await call(edge, "opaque-post")
+    assert status == 503

@@ -147,6 +147,9 @@ class IntrospectionProvider(Frozen):
     endpoint: str
     client_id: str
     client_secret: str
+    client_auth: Literal["basic", "post"] = Field(
+        default="basic", description="client_secret_basic (Authorization header) or client_secret_post (form fields)"
+    )
     issuer: str | None = Field(default=None, description="when set, an `iss` in the answer must equal it")
     audience: tuple[str, ...] = ()
     cache_ttl: Duration = Field(default=300.0, description="active answers kept at most this long (and not past exp)")

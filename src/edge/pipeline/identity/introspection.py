@@ -42,8 +42,13 @@ class Introspector:
         self.fetcher = fetcher
         self.clock = clock
         self.calls = 0
-        credentials = f"{quote(config.client_id, safe='')}:{quote(config.client_secret, safe='')}"
-        self._headers = {"authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+        self._headers: dict[str, str] = {}
+        self._client_form: dict[str, str] = {}
+        if config.client_auth == "post":
+            self._client_form = {"client_id": config.client_id, "client_secret": config.client_secret}
+        else:
+            credentials = f"{quote(config.client_id, safe='')}:{quote(config.client_secret, safe='')}"
+            self._headers = {"authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
         self._inactive: dict[bytes, float] = {}
         self._inflight: dict[bytes, asyncio.Task[dict[str, Any]]] = {}
 
@@ -73,7 +78,7 @@ class Introspector:
 
     async def _ask(self, token: str) -> dict[str, Any]:
         self.calls += 1
-        form = {"token": token, "token_type_hint": "access_token"}
+        form = {"token": token, "token_type_hint": "access_token", **self._client_form}
         try:
             fetched = await self.fetcher.post_form(self.config.endpoint, form, self._headers)
         except FetchError as error:
