@@ -134,8 +134,13 @@ async def test_a_rules_change_is_in_force_without_restart(edge: GatewayFiles, ec
         rules_path.write_text, RULES + "  - {name: open-secret, effect: allow, actions: ['GET secret']}\n"
     )
     await eventually(lambda: get(f"{edge.url}/secret/x"), lambda answer: answer[0] == 200)
-    records = await audit(edge, 2)
-    assert policy_of(records[0])["revision"] != policy_of(records[-1])["revision"]
+    records = await eventually(  # the allowed call's record may land after the denied ones polled before it
+        lambda: asyncio.to_thread(edge.audit_records),
+        lambda records: any(policy_of(r)["decision"] == "allow" for r in records),
+    )
+    allowed = next(r for r in records if policy_of(r)["decision"] == "allow")
+    assert policy_of(records[0])["decision"] == "deny"
+    assert policy_of(records[0])["revision"] != policy_of(allowed)["revision"]
 
 
 @pytest.fixture
