@@ -25,6 +25,7 @@ from typing import cast
 
 import httptools
 
+from edge.backpressure import WriteBackpressure
 from edge.config.gateway import Limits
 from edge.errors import BadRequest, Status
 from edge.frontends.h1_body import PAUSED_BODY, RequestStream
@@ -95,8 +96,7 @@ class H1Connection(asyncio.Protocol):
         self._expect_continue = False
         self._host_seen = False
         self._read_paused = 0
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writes = WriteBackpressure(self._loop)
         self._stopped = False  # no more requests are read on this connection
         self._lost = False
         self._closing = False  # shutting down: finish the current reply, then close
@@ -127,9 +127,7 @@ class H1Connection(asyncio.Protocol):
         for item in (self._parsing, *self._queue):
             if isinstance(item, H1Request) and item.body is not None:
                 item.body.fail(gone)
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(gone)
+        self._writes.fail(gone)
         if self._task is not None:
             self._task.cancel()
 
@@ -154,13 +152,10 @@ class H1Connection(asyncio.Protocol):
                 self._reject(400, Status.INVALID_ARGUMENT, f"malformed request: {reason}")
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._writes.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._writes.resume()
 
     # httptools callbacks
 
@@ -242,13 +237,7 @@ class H1Connection(asyncio.Protocol):
         """Wait while the transport's write buffer is above its high-water mark."""
         if self._lost:
             raise ConnectionResetError("the client went away")
-        if not self._write_paused:
-            return
-        self._drain_waiter = self._loop.create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
+        await self._writes.wait()
 
     def keeps_alive(self, request: H1Request) -> bool:
         """Whether the reply being written may leave the connection open for the next request."""

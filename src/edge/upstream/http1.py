@@ -42,6 +42,7 @@ from typing import cast
 
 import httptools
 
+from edge.backpressure import WriteBackpressure
 from edge.errors import UpstreamUnavailable
 
 HEAD_LIMIT = 64 * 1024
@@ -106,8 +107,7 @@ class Connection(asyncio.Protocol):
         self._parts: list[bytes] | None = None
         self._stream: BodyStream | None = None
         self._close_delimited = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writes = WriteBackpressure(self._loop)
 
     # asyncio.Protocol
 
@@ -116,9 +116,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("the upstream closed the connection"))
+        self._writes.fail(ConnectionResetError("the upstream closed the connection"))
         if not self._busy:
             return
         stream = self._stream
@@ -158,13 +156,10 @@ class Connection(asyncio.Protocol):
                 self._fail(ProtocolFailure(f"response head larger than {HEAD_LIMIT} bytes"))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._writes.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._writes.resume()
 
     # httptools callbacks
 
@@ -259,13 +254,7 @@ class Connection(asyncio.Protocol):
     async def drain(self) -> None:
         if self.lost:
             raise ConnectionResetError("the upstream closed the connection")
-        if not self._write_paused:
-            return
-        self._drain_waiter = self._loop.create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
+        await self._writes.wait()
 
     def usable(self, now: float, keepalive: float) -> bool:
         return not (self.lost or self._retired or self._busy) and now - self.idle_since < keepalive
