@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from edge.errors import UpstreamUnavailable
-from edge.upstream.http1 import BODY_BUFFER, HEAD_LIMIT, BodyStream, OriginPool, ProtocolFailure
+from edge.upstream.http1 import HEAD_LIMIT, OriginPool, ProtocolFailure
+from edge.upstream.http1_body import BODY_BUFFER, BodyStream
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
