@@ -19,8 +19,8 @@ framed by `Content-Length`, chunked encoding or the end of the connection
 (llhttp checks the framing, including conflicting lengths); 1xx interim
 responses are skipped; a body up to `SMALL_BODY` is collected whole so the
 connection is back in the pool before the caller's reply is written, a
-larger one streams with flow control (the socket is not read while more than
-`BODY_BUFFER` bytes wait). A reused connection that ends before any byte of
+larger one streams with flow control (`http1_body.BodyStream`: the socket is
+not read while more than `BODY_BUFFER` bytes wait). A reused connection that ends before any byte of
 an answer is retried once on a fresh one when the body can be sent again.
 httptools cannot be told that a response answers HEAD, so the connection of
 a HEAD response is closed instead of reused.
