@@ -34,6 +34,9 @@ class RecordingTransport:
 
     abort = close
 
+    def is_closing(self) -> bool:
+        return self.closed
+
 
 def error_reply(status: int, code: Status, message: str, connection: H1Connection) -> bytes:
     return f"HTTP/1.1 {status} x\r\n\r\n{message}".encode()

@@ -7,7 +7,8 @@ enforces the head limits (431) and answers malformed ones (400), keeps
 connections alive, answers pipelined requests in order (one at a time per
 connection), streams request bodies with flow control (reading pauses while
 more than `h1_body.BODY_BUFFER` bytes wait), and offers `write`/`drain` with the
-transport's write backpressure. What a request means and how a reply is
+transport's write backpressure; writes leave at the end of the loop's pass,
+with the other connections' (`coalescing.py`). What a request means and how a reply is
 rendered is `h1_door.py`'s business; `H1Listener` owns the listening server,
 idle keep-alive timeouts and the drain on shutdown.
 """
@@ -26,6 +27,7 @@ from typing import cast
 import httptools
 
 from edge.backpressure import WriteBackpressure
+from edge.coalescing import WriteCoalescer
 from edge.config.gateway import Limits
 from edge.errors import BadRequest, Status
 from edge.frontends.h1_body import PAUSED_BODY, RequestStream
@@ -97,6 +99,7 @@ class H1Connection(asyncio.Protocol):
         self._host_seen = False
         self._read_paused = 0
         self._writes = WriteBackpressure(self._loop)
+        self._coalescer = listener.coalescer or WriteCoalescer(self._loop)
         self._stopped = False  # no more requests are read on this connection
         self._lost = False
         self._closing = False  # shutting down: finish the current reply, then close
@@ -231,12 +234,13 @@ class H1Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._lost or self._transport is None:
             raise ConnectionResetError("the client went away")
-        self._transport.write(data)
+        self._coalescer.write(self._transport, data)
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
         if self._lost:
             raise ConnectionResetError("the client went away")
+        self._coalescer.flush()
         await self._writes.wait()
 
     def keeps_alive(self, request: H1Request) -> bool:
@@ -302,6 +306,7 @@ class H1Connection(asyncio.Protocol):
     def _close(self) -> None:
         """Close after what was written has been sent."""
         self._stopped = True
+        self._coalescer.flush()
         if self._transport is not None:
             self._transport.close()
 
@@ -335,12 +340,14 @@ class H1Listener:
         self.limits = limits
         self.error_reply = error_reply
         self.connections: set[H1Connection] = set()
+        self.coalescer: WriteCoalescer | None = None
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._all_gone: asyncio.Event | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
+        self.coalescer = WriteCoalescer(loop)
         self._server = await loop.create_server(lambda: H1Connection(self), sock=sock, ssl=ssl_context)
         self._sweeper = loop.create_task(self._sweep(), name="http-keepalive-sweeper")
 

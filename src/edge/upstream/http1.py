@@ -13,7 +13,7 @@ client side of a proxied call went from ~28 us to ~11 us of CPU
 (docs/performance.md, "Upstream client on a protocol").
 
 What it does and no more: the request head (and a bytes body) leaves in one
-write; a streamed request body is sent with the caller's `Content-Length`,
+write, with the other requests of the loop's pass (`coalescing.py`); a streamed request body is sent with the caller's `Content-Length`,
 else chunked, waiting on the transport's write backpressure. Responses are
 framed by `Content-Length`, chunked encoding or the end of the connection
 (llhttp checks the framing, including conflicting lengths); 1xx interim
@@ -43,6 +43,7 @@ from typing import cast
 import httptools
 
 from edge.backpressure import WriteBackpressure
+from edge.coalescing import WriteCoalescer
 from edge.upstream.http1_body import BodyStream
 
 HEAD_LIMIT = 64 * 1024
@@ -107,6 +108,7 @@ class Connection(asyncio.Protocol):
         self._stream: BodyStream | None = None
         self._close_delimited = False
         self._writes = WriteBackpressure(self._loop)
+        self._coalescer = pool.coalescer(self._loop)
 
     # asyncio.Protocol
 
@@ -232,7 +234,7 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         if isinstance(body, bytes):
-            transport.write(head + body if body else head)
+            self._coalescer.write(transport, head + body if body else head)
         else:
             transport.write(head)
             await self._send_stream(body, bool(chunked))
@@ -273,6 +275,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self._retired = True
+        self._coalescer.flush()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
@@ -319,7 +322,14 @@ class OriginPool:
         self.connect_timeout = connect_timeout
         self._idle: deque[Connection] = deque()
         self._slots = asyncio.Semaphore(limit)
+        self._coalescer: WriteCoalescer | None = None
         self.opened = 0
+
+    def coalescer(self, loop: asyncio.AbstractEventLoop) -> WriteCoalescer:
+        """The pool's connections queue their request heads in one coalescer (made on the serving loop)."""
+        if self._coalescer is None:
+            self._coalescer = WriteCoalescer(loop)
+        return self._coalescer
 
     async def request(
         self,
