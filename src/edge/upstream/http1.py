@@ -219,10 +219,12 @@ class Connection(asyncio.Protocol):
 
     # used by the pool
 
-    async def exchange(
-        self, method: str, head: bytes, body: bytes | AsyncIterable[bytes], chunked: bool | None
-    ) -> Response:
-        """Send one request; return once the head (and a small body) is in."""
+    def exchange(self, method: str, head: bytes, body: bytes | AsyncIterable[bytes]) -> asyncio.Future[Response]:
+        """Send the request head, and a bytes body with it; the future resolves once the answer's head is in.
+
+        A plain method, not a coroutine: a proxied call awaits the future and
+        nothing else. A streamed body follows with `send_body`.
+        """
         answer: asyncio.Future[Response] = self._loop.create_future()
         self._answer = answer
         self._busy = True
@@ -237,10 +239,9 @@ class Connection(asyncio.Protocol):
             self._coalescer.write(transport, head + body if body else head)
         else:
             transport.write(head)
-            await self._send_stream(body, bool(chunked))
-        return await answer
+        return answer
 
-    async def _send_stream(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+    async def send_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
         transport = self._transport
         assert transport is not None
         async for piece in body:
@@ -346,7 +347,10 @@ class OriginPool:
             connection: Connection | None = None
             try:
                 connection, reused = await self._connection(fresh=attempt == 2)
-                response = await connection.exchange(method, head, body, chunked)
+                answer = connection.exchange(method, head, body)
+                if not isinstance(body, bytes):
+                    await connection.send_body(body, bool(chunked))
+                response = await answer
             except StaleConnection:
                 assert connection is not None
                 connection.abandon()
