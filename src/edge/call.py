@@ -9,7 +9,7 @@ async iterators of bytes, metadata is a lower-cased multi-map.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -113,7 +113,7 @@ class Reply:
     """
 
     http_status: int = 200
-    headers: list[tuple[str, MetaValue]] = field(default_factory=list)
+    headers: Sequence[tuple[str, MetaValue]] = field(default_factory=list)
     body: Body = b""
     status: Status = Status.OK
     message: str = ""

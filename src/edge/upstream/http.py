@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from edge.call import Call, MetaValue, Reply
@@ -22,23 +23,12 @@ from edge.deadlines import Deadlines
 from edge.errors import EdgeError, UpstreamTimeout, UpstreamUnavailable
 from edge.tls import client_context
 from edge.upstream.endpoints import Endpoints
-from edge.upstream.http1 import ConnectFailed, OriginPool, Response
+from edge.upstream.http1 import HOP_BY_HOP, ConnectFailed, OriginPool, Response
 
 log = logging.getLogger("edge.upstream.http")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
+
+PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})  # name no other header
 
 
 def _connection_tokens(values: list[str]) -> set[str]:
@@ -138,13 +128,8 @@ class HttpUpstream:
         return headers
 
     def _reply(self, response: Response) -> Reply:
-        kept: list[tuple[str, MetaValue]] = []
-        connection: list[str] = []
-        for name, value in response.headers:
-            if name not in HOP_BY_HOP:
-                kept.append((name, value))
-            elif name == "connection":
-                connection.append(value)
+        kept: Sequence[tuple[str, MetaValue]] = response.headers
+        connection = [value for name, value in response.hop if name == "connection" and value not in PLAIN_CONNECTION]
         if connection:
             named = _connection_tokens(connection)
             kept = [(name, value) for name, value in kept if name not in named]

@@ -50,6 +50,19 @@ HEAD_LIMIT = 64 * 1024
 SMALL_BODY = 64 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 NO_BODY_STATUSES = frozenset({204, 304})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
 
 
 class ConnectFailed(OSError):
@@ -70,11 +83,17 @@ class _HeadTooLarge(Exception):
 
 @dataclass(slots=True)
 class Response:
-    """Status and headers (names lower-cased); `body` is the whole body when it was small, else a stream."""
+    """Status, end-to-end headers and the connection's own (hop-by-hop, RFC 9110 7.6.1), names lower-cased.
+
+    `body` is the whole body when it was small, else a stream. The two kinds
+    of header are told apart as they are parsed, so a proxy forwarding
+    `headers` need not look at each one again.
+    """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes | BodyStream
+    hop: list[tuple[str, str]]
 
 
 class Connection(asyncio.Protocol):
@@ -104,6 +123,7 @@ class Connection(asyncio.Protocol):
         self._interim = False
         self._status = 0
         self._headers: list[tuple[str, str]] = []
+        self._hop: list[tuple[str, str]] = []
         self._parts: list[bytes] | None = None
         self._stream: BodyStream | None = None
         self._close_delimited = False
@@ -172,12 +192,14 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._head_fed = 0
         self._headers = []
+        self._hop = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > HEAD_LIMIT:
             raise _HeadTooLarge
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        key = name.decode("latin-1").lower()
+        (self._hop if key in HOP_BY_HOP else self._headers).append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -190,7 +212,7 @@ class Connection(asyncio.Protocol):
             self._deliver(b"")
             self._release(keep=False)
             return
-        length, chunked = _framing(status, self._headers)
+        length, chunked = _framing(status, self._headers, self._hop)
         if length is not None and length <= SMALL_BODY:
             self._parts = []
             return
@@ -283,7 +305,7 @@ class Connection(asyncio.Protocol):
     def _deliver(self, body: bytes | BodyStream) -> None:
         answer = self._answer
         if answer is not None and not answer.done():
-            answer.set_result(Response(self._status, self._headers, body))
+            answer.set_result(Response(self._status, self._headers, body, self._hop))
 
     def _fail(self, error: OSError) -> None:
         answer = self._answer
@@ -427,15 +449,15 @@ def _head(
         return text.encode(), chunked
 
 
-def _framing(status: int, headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
+def _framing(status: int, headers: list[tuple[str, str]], hop: list[tuple[str, str]]) -> tuple[int | None, bool]:
     """(Content-Length, chunked) of a response body; (0, False) when it has none. llhttp has checked the values."""
     if status in NO_BODY_STATUSES:
         return 0, False
+    for name, value in hop:
+        if name == "transfer-encoding" and value.lower().rsplit(",", 1)[-1].strip() == "chunked":
+            return None, True
     length: int | None = None
     for name, value in headers:
-        if name == "transfer-encoding":
-            if value.lower().rsplit(",", 1)[-1].strip() == "chunked":
-                return None, True
-        elif name == "content-length":
+        if name == "content-length":
             length = int(value)
     return length, False
