@@ -29,6 +29,7 @@ VALUES: list[Any] = [
     "é ü 漢字 😀 \u2028 \u2029 \ufeff \x7f",
     "".join(chr(n) for n in range(32)) + '"\\/',
     "e-0.0000 inside a text",
+    "1e-7 and 0.00001 as text, edge-1",
     0,
     -1,
     2**63 - 1,
@@ -49,7 +50,11 @@ VALUES: list[Any] = [
     0.00001,
     0.000027351374327548873,
     1e-7,
+    1e-6,
+    -1e-05,
+    9.99e-05,
     -3.2e-9,
+    2.5e-10,
     5e-324,
     True,
     False,
@@ -100,3 +105,13 @@ def test_lines_orjson_writes_differently_or_falls_back_for_still_verify(value: A
     lines = [Line(f"audit.jsonl:{n}", entry.line, n == 2, True) for n, entry in enumerate(entries, 1)]
     report = verify_lines(lines)
     assert report.ok and report.chains[""].records == 2
+
+
+@pytest.mark.parametrize("text", ["edge-node-1", "price-svc", "2024-10-03T12:00:00.000Z", "the e-mail", "-e-"])
+def test_text_with_hyphens_is_encoded_by_orjson_not_the_slow_encoder(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = {"instance": text, "latency_ms": 0.023, "bytes": 10**6}
+    expected = canonical(record).encode()
+    monkeypatch.setattr("edge.pipeline.audit.chain.canonical", lambda record: pytest.fail("fell back to json.dumps"))
+    assert encode(record) == expected
