@@ -117,8 +117,8 @@ class Connection(asyncio.Protocol):
         self._answer: asyncio.Future[Response] | None = None
         self._method = ""
         self._in_head = False
-        self._head_bytes = 0  # header lines parsed so far
-        self._head_fed = 0  # bytes fed while the head was unfinished
+        self._head_fed = 0  # bytes fed, in earlier chunks, while the head was unfinished
+        self._feeding = 0  # bytes of the chunk being parsed
         self._received = False
         self._interim = False
         self._status = 0
@@ -159,6 +159,7 @@ class Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: this connection cannot be trusted again
             return
         self._received = True
+        self._feeding = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -189,19 +190,18 @@ class Connection(asyncio.Protocol):
             self.close()  # an answer nobody asked for: this connection cannot be trusted again
             return
         self._in_head = True
-        self._head_bytes = 0
         self._head_fed = 0
         self._headers = []
         self._hop = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > HEAD_LIMIT:
-            raise _HeadTooLarge
         key = name.decode("latin-1").lower()
         (self._hop if key in HOP_BY_HOP else self._headers).append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        """The head is in; its size is only added up when the bytes fed for it could exceed the limit."""
+        if self._head_fed + self._feeding > HEAD_LIMIT and _head_size(self._headers, self._hop) > HEAD_LIMIT:
+            raise _HeadTooLarge
         self._in_head = False
         status = self._parser.get_status_code()
         self._interim = 100 <= status < 200 and status != 101
@@ -447,6 +447,10 @@ def _head(
         return text.encode("latin-1"), chunked
     except UnicodeEncodeError:
         return text.encode(), chunked
+
+
+def _head_size(*lists: list[tuple[str, str]]) -> int:
+    return sum(len(name) + len(value) + 4 for headers in lists for name, value in headers)
 
 
 def _framing(status: int, headers: list[tuple[str, str]], hop: list[tuple[str, str]]) -> tuple[int | None, bool]:
