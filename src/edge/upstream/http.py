@@ -69,36 +69,34 @@ class HttpUpstream:
             call.endpoint = url
             if not self.config.preserve_host:
                 headers["host"] = self._origins[url]
+            body = call.body
+            target = self._base_paths[url] + call.upstream_path or "/"
             try:
-                response = await self._request(url, call, headers, timeout)
+                with self._deadlines.after(timeout):
+                    response = await self._pools[url].request(call.method, target, headers, body, timeout)
             except ConnectFailed as error:
                 self.endpoints.failed(url)
                 last_error = error
-                if isinstance(call.body, bytes):
+                if isinstance(body, bytes):
                     continue
                 break
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream {self.name!r} did not answer within {timeout:.3g}s") from None
+            except EdgeError:
+                raise
+            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                raise self._failure(body, error) from None
             self.endpoints.succeeded(url)
             return self._reply(response)
         log.warning("upstream %s unreachable: %s", self.name, last_error)
         raise UpstreamUnavailable(f"upstream {self.name!r} is unreachable")
 
-    async def _request(self, url: str, call: Call, headers: dict[str, str], seconds: float) -> Response:
-        body = call.body
-        target = self._base_paths[url] + call.upstream_path or "/"
-        try:
-            with self._deadlines.after(seconds):
-                return await self._pools[url].request(call.method, target, headers, body, seconds)
-        except ConnectFailed:
-            raise
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self.name!r} did not answer within {seconds:.3g}s") from None
-        except EdgeError:
-            raise
-        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-            body_error = getattr(body, "error", None)
-            if isinstance(body_error, EdgeError):
-                raise body_error from None
-            raise UpstreamUnavailable(f"upstream {self.name!r} failed: {type(error).__name__}") from None
+    def _failure(self, body: object, error: Exception) -> EdgeError:
+        """What a failed exchange means to the caller: the request body's own error, else UNAVAILABLE."""
+        body_error = getattr(body, "error", None)
+        if isinstance(body_error, EdgeError):
+            return body_error
+        return UpstreamUnavailable(f"upstream {self.name!r} failed: {type(error).__name__}")
 
     def _timeout(self, call: Call) -> float:
         timeout = call.route.timeout if call.route and call.route.timeout else self.config.timeout
