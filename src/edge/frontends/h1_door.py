@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from email.utils import formatdate
+from functools import partial
 from http import HTTPStatus
 
 from multidict import CIMultiDict
@@ -51,13 +53,11 @@ class H1Door:
     def listener(self) -> H1Listener:
         return H1Listener(self.handle, self.limits, self._refused)
 
-    async def handle(self, request: H1Request, connection: H1Connection) -> None:
-        call = self._call(request, connection)
-
-        async def deliver(call: Call, reply: Reply) -> None:
-            await self._deliver(request, connection, call, reply)
-
-        await self.pipeline.run(call, self.forward, deliver)
+    def handle(self, request: H1Request, connection: H1Connection) -> Awaitable[None]:
+        """The pipeline's run of this request, for the connection to await."""
+        return self.pipeline.run(
+            self._call(request, connection), self.forward, partial(self._deliver, request, connection)
+        )
 
     def _refused(self, status: int, code: Status, message: str, connection: H1Connection) -> bytes:
         """The reply to a request that could not be parsed (400) or whose head is too large (431), audited.

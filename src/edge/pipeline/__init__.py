@@ -41,7 +41,23 @@ class Pipeline:
         reply: Reply | None = None
         call.trace_id = call.trace_id or trace_id(call.metadata)
         try:
-            reply = await self._reply(call, forward)
+            try:
+                reply = self._refusal(call)
+                if reply is None:
+                    for stage in self.stages:
+                        denial = await stage(call)
+                        if denial is not None:
+                            reply = Reply.local(denial)
+                            break
+                    else:
+                        reply = await forward(call)
+            except EdgeError as error:
+                reply = Reply.local(Denial.from_error(error))
+            except (asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception:
+                log.exception("unexpected error handling %s %s (request %s)", call.method, call.path, call.request_id)
+                reply = Reply.local(Denial(Status.INTERNAL, "internal error", http=500))
             await deliver(call, reply)
         except (asyncio.CancelledError, ConnectionError):
             if reply is None or reply.denial is None:
@@ -50,23 +66,12 @@ class Pipeline:
         finally:
             self.audit.record(call, reply)
 
-    async def _reply(self, call: Call, forward: Forward) -> Reply:
-        try:
-            if call.rejected is not None:
-                return Reply.local(call.rejected)
-            if call.route is None:
-                return Reply.local(Denial(Status.UNIMPLEMENTED, NO_ROUTE, http=404))
-            if call.route.spec is not None and call.route.spec.regulated and not self.audit.accepting():
-                return Reply.local(Denial(Status.UNAVAILABLE, AUDIT_UNAVAILABLE, http=503))
-            for stage in self.stages:
-                denial = await stage(call)
-                if denial is not None:
-                    return Reply.local(denial)
-            return await forward(call)
-        except EdgeError as error:
-            return Reply.local(Denial.from_error(error))
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except Exception:
-            log.exception("unexpected error handling %s %s (request %s)", call.method, call.path, call.request_id)
-            return Reply.local(Denial(Status.INTERNAL, "internal error", http=500))
+    def _refusal(self, call: Call) -> Reply | None:
+        """The local reply to a call no stage needs to see: rejected by its door, unrouted, or regulated while audit cannot keep it."""
+        if call.rejected is not None:
+            return Reply.local(call.rejected)
+        if call.route is None:
+            return Reply.local(Denial(Status.UNIMPLEMENTED, NO_ROUTE, http=404))
+        if call.route.spec is not None and call.route.spec.regulated and not self.audit.accepting():
+            return Reply.local(Denial(Status.UNAVAILABLE, AUDIT_UNAVAILABLE, http=503))
+        return None
