@@ -7,11 +7,17 @@ class Transport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closing = False
+        self.broken = False
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.broken:
             raise RuntimeError("write to a closed transport")
         self.written.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.closing = True
 
     def is_closing(self) -> bool:
         return self.closing
@@ -50,4 +56,15 @@ async def test_a_transport_closed_before_the_pass_ends_gets_nothing_and_the_othe
     gone.closing = True
     await asyncio.sleep(0)
     assert gone.written == []
+    assert alive.written == [b"kept"]
+
+
+async def test_a_transport_that_fails_its_write_is_aborted_and_the_others_still_get_theirs() -> None:
+    coalescer = WriteCoalescer(asyncio.get_running_loop())
+    broken, alive = Transport(), Transport()
+    broken.broken = True
+    coalescer.write(broken, b"x")  # type: ignore[arg-type]
+    coalescer.write(alive, b"kept")  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert broken.aborted
     assert alive.written == [b"kept"]

@@ -15,6 +15,9 @@ transport's buffer, not this queue, is what it waits on.
 from __future__ import annotations
 
 import asyncio
+import logging
+
+log = logging.getLogger("edge.coalescing")
 
 
 class WriteCoalescer:
@@ -30,8 +33,17 @@ class WriteCoalescer:
         self._queued.append((transport, data))
 
     def flush(self) -> None:
-        """Hand everything queued to its transport; a transport closed since was aborted, its bytes go with it."""
+        """Hand everything queued to its transport; a transport closed since was aborted, its bytes go with it.
+
+        One transport failing (it raises only when it broke in between) must
+        not keep the others' bytes: that one is aborted, the rest are written.
+        """
         queued, self._queued = self._queued, []
         for transport, data in queued:
-            if not transport.is_closing():
+            if transport.is_closing():
+                continue
+            try:
                 transport.write(data)
+            except Exception:
+                log.exception("a queued write failed; aborting that connection")
+                transport.abort()
