@@ -6,11 +6,11 @@ llhttp costs ~5 us. This module is only the protocol: it parses requests,
 enforces the head limits (431) and answers malformed ones (400), keeps
 connections alive, answers pipelined requests in order (one at a time per
 connection), streams request bodies with flow control (reading pauses while
-more than `h1_body.BODY_BUFFER` bytes wait), and offers `write`/`drain` with the
-transport's write backpressure; writes leave at the end of the loop's pass,
-with the other connections' (`coalescing.py`). What a request means and how a reply is
-rendered is `h1_door.py`'s business; `H1Listener` owns the listening server,
-idle keep-alive timeouts and the drain on shutdown.
+more than `h1_body.BODY_BUFFER` bytes wait), and offers `write`/`drain` with
+the transport's write backpressure; writes leave at the end of the loop's
+pass, with the other connections' (`coalescing.py`). What a request means
+and how a reply is rendered is `h1_door.py`'s business; `H1Listener` owns
+the listening server, idle keep-alive timeouts and the drain on shutdown.
 """
 
 from __future__ import annotations
