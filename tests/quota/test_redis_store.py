@@ -103,6 +103,33 @@ async def test_concurrent_decisions_from_two_stores_are_exact(make_store: MakeSt
     assert sorted(v[0][1] for v in results if v[0][0]) == list(range(100))
 
 
+async def test_one_pass_of_many_calls_is_decided_call_by_call_across_several_script_runs(
+    make_store: MakeStore, raw: Redis
+) -> None:
+    """600 calls in one loop pass (three script runs of at most MAX_BATCH): exact, and each call all-or-nothing."""
+    store = make_store(timeout="2s")
+    limited = rule("limited", limit=100, period="1h")
+    tight, loose = rule("tight", limit=1, period="1h"), rule("loose", limit=5, period="1h", algorithm="sliding")
+    assert (await store.decide([(tight, "alice")]))[0][0]
+    calls = [store.decide([(limited, "shared")]) for _ in range(600)]
+    calls += [store.decide([(tight, "alice"), (loose, "alice")]), store.decide([(loose, "bob")])]
+    results = await asyncio.gather(*calls)
+    shared, alice, bob = results[:600], results[600], results[601]
+    assert sum(v[0][0] for v in shared) == 100
+    assert sorted(v[0][1] for v in shared if v[0][0]) == list(range(100))
+    assert [v[0] for v in alice] == [False, True]
+    assert await raw.zcard(store.key(loose, "alice")) == 0  # alice's call was denied: nothing committed
+    assert bob[0][:2] == (True, 4)
+
+
+async def test_a_flushed_script_is_loaded_again(make_store: MakeStore, raw: Redis) -> None:
+    store = make_store()
+    limited = rule("limited", limit=3, period="1h")
+    assert (await store.decide([(limited, "alice")]))[0][:2] == (True, 2)
+    await raw.script_flush()
+    assert (await store.decide([(limited, "alice")]))[0][:2] == (True, 1)
+
+
 async def test_a_hung_redis_costs_at_most_the_timeout_then_nothing(
     make_store: MakeStore, stoppable_redis: RedisServer
 ) -> None:
