@@ -27,8 +27,7 @@ from edge.upstream.http1 import HOP_BY_HOP, ConnectFailed, OriginPool, Response
 
 log = logging.getLogger("edge.upstream.http")
 
-
-PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})  # name no other header
+PLAIN_CONNECTION = frozenset({"keep-alive", "close"})  # `Connection` values that name no other header
 
 
 def _connection_tokens(values: list[str]) -> set[str]:
@@ -127,7 +126,7 @@ class HttpUpstream:
 
     def _reply(self, response: Response) -> Reply:
         kept: Sequence[tuple[str, MetaValue]] = response.headers
-        connection = [value for name, value in response.hop if name == "connection" and value not in PLAIN_CONNECTION]
+        connection = [v for name, v in response.hop if name == "connection" and v.lower() not in PLAIN_CONNECTION]
         if connection:
             named = _connection_tokens(connection)
             kept = [(name, value) for name, value in kept if name not in named]
