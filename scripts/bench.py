@@ -499,7 +499,12 @@ def main() -> int:
         folder = Path(tmp)
         folder.chmod(0o755)  # nginx workers run as another user
         ports = {name: free_port() for name in ("static", "proxy", "grpc_proxy", "grpc_backend", "redis")}
-        ports.update({name: free_port() for name in ("edge", "edge_h1", "full", "full_h1", "redis_full", "grpc_edge")})
+        ports.update(
+            {
+                name: free_port()
+                for name in ("edge", "edge_h1", "full", "full_h1", "redis_full", "grpc_edge", "grpc_edge_grpcio")
+            }
+        )
         _, public_key = write_keys(folder)
         tokens = mint_many(folder, COLD_TOKENS + 1)
         token, cold = tokens[0], tokens[1:]
@@ -562,26 +567,30 @@ def main() -> int:
                 http_routes(backend),
                 pipeline_section(folder, "redis", public_key, redis_url, f"{{type: redis, url: '{redis_url}'}}"),
             ),
-            "grpc_edge": edge_config(
-                folder,
-                "grpc",
-                f"  http: null\n  grpc: {{host: 127.0.0.1, port: {ports['grpc_edge']}}}\n",
-                grpc_routes(f"grpc://127.0.0.1:{ports['grpc_backend']}"),
-                pipeline_section(
+            **{
+                name: edge_config(
                     folder,
-                    "grpc",
-                    public_key,
-                    "memory",
-                    f"{{type: file, path: '{folder}/audit-grpc-${{EDGE_WORKER:-0}}.jsonl'}}",
+                    name,
+                    f"  http: null\n  grpc: {{host: 127.0.0.1, port: {ports[name]}, engine: {engine}}}\n",
+                    grpc_routes("backend"),
+                    pipeline_section(
+                        folder,
+                        name,
+                        public_key,
+                        "memory",
+                        f"{{type: file, path: '{folder}/audit-{name}-${{EDGE_WORKER:-0}}.jsonl'}}",
+                    )
+                    + f"protos: {folder}/protos\n"
+                    + f"upstreams:\n  backend: {{endpoints: ['grpc://127.0.0.1:{ports['grpc_backend']}'], engine: {engine}}}\n",
                 )
-                + f"protos: {folder}/protos\n",
-            ),
+                for name, engine in (("grpc_edge", "h2"), ("grpc_edge_grpcio", "grpcio"))
+            },
         }
         gateways = {}
         for name, config in configs.items():
-            workers = args.grpc_workers if name == "grpc_edge" else args.workers
+            workers = args.grpc_workers if name.startswith("grpc_edge") else args.workers
             gateways[name] = stack.enter_context(process(edge_command(config, workers), [ports[name]], folder))
-        for name in ("grpc_backend", "grpc_proxy", "grpc_edge"):
+        for name in ("grpc_backend", "grpc_proxy", "grpc_edge", "grpc_edge_grpcio"):
             check_grpc(ports[name], token)
         ready = time.monotonic()
         d, c, w = args.duration, args.connections, args.workers
@@ -592,7 +601,8 @@ def main() -> int:
             for name in ("static", "proxy", "edge", "edge_h1", "full", "full_h1", "redis_full")
         }
         grpc_url = {
-            name: f"http://127.0.0.1:{ports[name]}{GRPC_METHOD}" for name in ("grpc_backend", "grpc_proxy", "grpc_edge")
+            name: f"http://127.0.0.1:{ports[name]}{GRPC_METHOD}"
+            for name in ("grpc_backend", "grpc_proxy", "grpc_edge", "grpc_edge_grpcio")
         }
         names = {
             "limit": "1 backend alone (nginx static)",
@@ -606,6 +616,7 @@ def main() -> int:
             "grpc_direct": "6 gRPC backend direct (grpc.aio)",
             "grpc_peer": "6 nginx grpc_pass",
             "grpc_edge": f"6 edge gRPC door, full pipeline (w={args.grpc_workers})",
+            "grpc_edge_grpcio": f"6 edge gRPC door, full pipeline, grpcio (w={args.grpc_workers})",
         }
         cases: dict[str, Measure] = {
             names["limit"]: lambda: wrk(url["static"], d, c),
@@ -620,6 +631,9 @@ def main() -> int:
             names["grpc_peer"]: lambda: h2load(grpc_url["grpc_proxy"], d, 16, 8, folder),
             names["grpc_edge"]: lambda: h2load(
                 grpc_url["grpc_edge"], d, 16, 8, folder, (f"authorization: Bearer {token}",)
+            ),
+            names["grpc_edge_grpcio"]: lambda: h2load(
+                grpc_url["grpc_edge_grpcio"], d, 16, 8, folder, (f"authorization: Bearer {token}",)
             ),
         }
         if args.only:
@@ -636,6 +650,7 @@ def main() -> int:
             names["redis"]: names["peer"],
             names["grpc_direct"]: names["grpc_peer"],
             names["grpc_edge"]: names["grpc_peer"],
+            names["grpc_edge_grpcio"]: names["grpc_peer"],
         }
         print_table(results, {k: v for k, v in peers.items() if v in {r.name for r in results}})
         rates = {r.name: r.rps for r in results}

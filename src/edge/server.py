@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack, suppress
@@ -26,8 +27,10 @@ from edge.config.gateway import Listener
 from edge.errors import UpstreamUnavailable
 from edge.frontends.admin import admin_app
 from edge.frontends.grpc import GrpcDoor, GrpcListener
+from edge.frontends.grpc_h2 import GrpcH2Listener
 from edge.frontends.h1_door import H1Door
 from edge.frontends.http import HttpDoor
+from edge.frontends.own_services import OwnServices
 from edge.metrics import gateway_registry
 from edge.pipeline import Pipeline, Stage
 from edge.pipeline.audit import AuditLog
@@ -168,27 +171,41 @@ class Gateway:
             stack.push_async_callback(runner.cleanup)
         sock = bind(listener, self.reuse_port)
         self.ports[name] = sock.getsockname()[1]
-        ssl_context = server_context(listener.tls) if listener.tls else None
-        if ssl_context is not None and listener.tls is not None:
-            interval = self.settings.config.server.watch_interval
-            reloader = asyncio.get_running_loop().create_task(
-                watch_server_tls(ssl_context, listener.tls, interval), name=f"{name}-tls-watcher"
-            )
-            stack.push_async_callback(_cancel, reloader)
+        ssl_context = self._tls_context(name, listener, stack)
         if listener.engine == "httptools":
             await h1.start(sock, ssl_context)
         else:
             await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         log.info("%s listener on %s:%d (%s)", name, listener.host, self.ports[name], listener.engine)
 
+    def _tls_context(self, name: str, listener: Listener, stack: AsyncExitStack) -> ssl.SSLContext | None:
+        """The listener's TLS context, reloaded when its files change; None for plaintext."""
+        if listener.tls is None:
+            return None
+        context = server_context(listener.tls)
+        interval = self.settings.config.server.watch_interval
+        reloader = asyncio.get_running_loop().create_task(
+            watch_server_tls(context, listener.tls, interval), name=f"{name}-tls-watcher"
+        )
+        stack.push_async_callback(_cancel, reloader)
+        return context
+
     async def _serve_grpc(self, listener: Listener, stack: AsyncExitStack) -> None:
         config = self.settings.config
         scheme = "https" if listener.tls else "http"
         door = GrpcDoor(self.table, self.pipeline, self.forward, config.forwarding, self.protos, scheme)
-        server = GrpcListener(door, listener, config.limits, self.reuse_port)
-        stack.push_async_callback(server.stop, config.server.drain_timeout)
-        self.ports["grpc"] = await server.start()
-        log.info("grpc listener on %s:%d", listener.host, self.ports["grpc"])
+        own = OwnServices(self.table, self.protos)
+        if listener.engine == "grpcio":
+            server = GrpcListener(door, listener, config.limits, own, self.reuse_port)
+            stack.push_async_callback(server.stop, config.server.drain_timeout)
+            self.ports["grpc"] = await server.start()
+        else:
+            h2 = GrpcH2Listener(door, config.limits, own)
+            stack.push_async_callback(h2.aclose, config.server.drain_timeout)
+            sock = bind(listener, self.reuse_port)
+            self.ports["grpc"] = sock.getsockname()[1]
+            await h2.start(sock, self._tls_context("grpc", listener, stack))
+        log.info("grpc listener on %s:%d (%s)", listener.host, self.ports["grpc"], listener.engine)
 
     def _ensure_upstreams(self, settings: Settings) -> None:
         """Start clients for upstreams not seen before; existing ones (and their channels) are kept."""

@@ -73,9 +73,15 @@ async def backend(pb: SimpleNamespace) -> AsyncIterator[Backend]:
     await running.server.stop(None)
 
 
+@pytest.fixture(params=["h2", "grpcio"])
+def grpc_engine(request: pytest.FixtureRequest) -> str:
+    """Every door test runs on both gRPC listener engines."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_gateway(tmp_path: Path, descriptor_dir: Path) -> MakeGateway:
-    """Start a gateway with a gRPC listener from the given routes and config sections."""
+def make_gateway(tmp_path: Path, descriptor_dir: Path, grpc_engine: str) -> MakeGateway:
+    """Start a gateway with a gRPC listener (on the test's engine) from the given routes and config sections."""
 
     @asynccontextmanager
     async def make(
@@ -87,7 +93,11 @@ def make_gateway(tmp_path: Path, descriptor_dir: Path) -> MakeGateway:
         **sections: Any,
     ) -> AsyncIterator[Gateway]:
         config = {
-            "listeners": {"http": None, "admin": None, "grpc": {"host": "127.0.0.1", "port": 0, **(listener or {})}},
+            "listeners": {
+                "http": None,
+                "admin": None,
+                "grpc": {"host": "127.0.0.1", "port": 0, "engine": grpc_engine, **(listener or {})},
+            },
             "routes_file": "routes.yaml",
             "upstreams": upstreams or {},
             "server": {"drain_timeout": "1s"},

@@ -5,6 +5,7 @@ Certificates come from the session's own CA (tests/certs.py); nothing is committ
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -131,5 +132,9 @@ async def test_listener_picks_up_a_rotated_certificate(
     async with make_gateway([grpc_route(backend.url)], listener=listener) as gateway:
         assert await code_with(pki.ca.cert_pem, gateway) == grpc.StatusCode.OK
         _install(rotated, cert, key)
+        for _ in range(100):  # grpcio reloads at the next handshake, h2's listener within a watch interval
+            if await code_with(new_ca.cert_pem, gateway) == grpc.StatusCode.OK:
+                break
+            await asyncio.sleep(0.05)
         assert await code_with(new_ca.cert_pem, gateway) == grpc.StatusCode.OK
         assert await code_with(pki.ca.cert_pem, gateway) == grpc.StatusCode.UNAVAILABLE

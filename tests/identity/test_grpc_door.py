@@ -29,7 +29,7 @@ if _GRPC_TESTS not in sys.path:
 from door_harness import MakeGateway, channel_to, grpc_route  # noqa: E402
 from interop_server import Backend  # noqa: E402
 
-from conftest import backend, descriptor_dir, make_gateway, pb  # type: ignore[import-not-found]  # noqa: E402, F401 - its fixtures
+from conftest import backend, descriptor_dir, grpc_engine, make_gateway, pb  # type: ignore[import-not-found]  # noqa: E402, F401 - its fixtures
 
 WAIT = 5.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge.config.audit import Audit, FileSink, RedisSink, StdoutSink  # noqa: F401 - re-exported
 from edge.config.base import ByteSize, Duration, Frozen
@@ -36,17 +36,35 @@ class ServerTLS(Frozen):
         return self
 
 
+HTTP_ENGINES = ("httptools", "aiohttp")
+GRPC_ENGINES = ("h2", "grpcio")
+
+
 class Listener(Frozen):
     host: str = "0.0.0.0"
     port: Port = 8080
     tls: ServerTLS | None = None
-    engine: Literal["httptools", "aiohttp"] = Field(default="httptools", description="HTTP server core (http listener)")
+    engine: Literal["httptools", "aiohttp", "h2", "grpcio"] | None = Field(
+        default=None, description="server core: httptools (default) | aiohttp for http, h2 (default) | grpcio for grpc"
+    )
 
 
 class Listeners(Frozen):
-    http: Listener | None = Listener()
+    http: Listener | None = Field(default=Listener(), validate_default=True)
     grpc: Listener | None = None
     admin: Listener | None = Listener(host="127.0.0.1", port=9901)
+
+    @field_validator("http", "grpc")
+    @classmethod
+    def _engine(cls, listener: Listener | None, info: ValidationInfo) -> Listener | None:
+        if listener is None:
+            return None
+        engines = HTTP_ENGINES if info.field_name == "http" else GRPC_ENGINES
+        if listener.engine is None:
+            return listener.model_copy(update={"engine": engines[0]})
+        if listener.engine not in engines:
+            raise ValueError(f"engine: expected one of {', '.join(engines)} (got {listener.engine!r})")
+        return listener
 
 
 class Limits(Frozen):
@@ -91,6 +109,9 @@ class Upstream(Frozen):
     preserve_host: bool = False
     tls: UpstreamTLS | None = None
     grpc_keepalive: GrpcKeepalive | None = GrpcKeepalive()
+    engine: Literal["h2", "grpcio"] | None = Field(
+        default=None, description="gRPC client core: h2 (default) | grpcio; gRPC endpoints only"
+    )
 
     @field_validator("endpoints")
     @classmethod
@@ -114,6 +135,14 @@ class Upstream(Frozen):
         if len(protocols) > 1:
             raise ValueError("all endpoints of one upstream speak the same protocol (http/https or grpc/grpcs)")
         return tuple(url.rstrip("/") for url in endpoints)
+
+    @model_validator(mode="after")
+    def _grpc_engine(self) -> Upstream:
+        if self.engine is not None and self.protocol != "grpc":
+            raise ValueError("engine applies to grpc/grpcs endpoints only")
+        if self.engine is None and self.protocol == "grpc":
+            object.__setattr__(self, "engine", GRPC_ENGINES[0])
+        return self
 
     @model_validator(mode="after")
     def _grpc_verifies(self) -> Upstream:

@@ -22,21 +22,21 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
-from google.protobuf import any_pb2, descriptor_pb2, json_format  # type: ignore[import-untyped]
+from google.protobuf import any_pb2, json_format  # type: ignore[import-untyped]
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
-from grpc_health.v1 import health as grpc_health
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2_grpc
 
 from edge.call import Body, Call, Denial, Metadata, MetaValue, Peer, Reply
 from edge.config.gateway import Forwarding, Limits, Listener, ServerTLS
 from edge.errors import EdgeError, Status
+from edge.frontends.own_services import OwnServices
 from edge.ids import caller_request_id
 from edge.pipeline import Forward, Pipeline
 from edge.routes import LiveTable
@@ -124,24 +124,36 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def _call(self, path: str, context: Context) -> Call:
         metadata = Metadata((m[0], m[1]) for m in context.invocation_metadata() or ())
-        given = metadata.get(self.forwarding.request_id_header)
-        remaining = context.time_remaining()
-        call = Call(
-            ingress="grpc",
-            method="POST",
-            path=path,
-            peer=_peer(context, self.scheme == "https"),
-            metadata=metadata,
-            scheme=self.scheme,
-            request_id=caller_request_id(given),
-            deadline=None if remaining is None else time.monotonic() + remaining,
-        )
-        match = self.table.current.match_grpc(path)
-        if match is not None:
-            call.route = match.route
-            call.upstream_path = match.upstream_path
-            call.decisions["operation"] = match.operation
-        return call
+        peer = _peer(context, self.scheme == "https")
+        return grpc_call(self.table, self.forwarding, self.scheme, path, metadata, peer, context.time_remaining())
+
+
+def grpc_call(
+    table: LiveTable,
+    forwarding: Forwarding,
+    scheme: str,
+    path: str,
+    metadata: Metadata,
+    peer: Peer,
+    timeout: float | None,
+) -> Call:
+    """A gRPC call as the pipeline sees it, routed in the live table; either gRPC door makes it here."""
+    call = Call(
+        ingress="grpc",
+        method="POST",
+        path=path,
+        peer=peer,
+        metadata=metadata,
+        scheme=scheme,
+        request_id=caller_request_id(metadata.get(forwarding.request_id_header)),
+        deadline=None if timeout is None else time.monotonic() + timeout,
+    )
+    match = table.current.match_grpc(path)
+    if match is not None:
+        call.route = match.route
+        call.upstream_path = match.upstream_path
+        call.decisions["operation"] = match.operation
+    return call
 
 
 class _Exchange:
@@ -154,7 +166,7 @@ class _Exchange:
 
     async def deliver(self, call: Call, reply: Reply) -> None:
         if reply.denial is not None:
-            self._end(reply.denial.status, reply.denial.message, _denial_trailers(call, reply.denial))
+            self._end(reply.denial.status, reply.denial.message, denial_trailers(call, reply.denial))
             return
         await self.context.send_initial_metadata(with_gateway_keys(reply.headers, call))
         try:
@@ -205,7 +217,7 @@ def with_gateway_keys(pairs: Sequence[tuple[str, MetaValue]], call: Call) -> lis
     return [*((name, value) for name, value in pairs if name not in names), *added]
 
 
-def _denial_trailers(call: Call, denial: Denial) -> list[tuple[str, MetaValue]]:
+def denial_trailers(call: Call, denial: Denial) -> list[tuple[str, MetaValue]]:
     trailers = with_gateway_keys([(name.lower(), value) for name, value in denial.headers], call)
     details = status_details(denial)
     if details is not None:
@@ -261,27 +273,21 @@ def _peer(context: Context, tls: bool) -> Peer:
 
 
 class GrpcListener:
-    """The grpc.aio server of the gRPC door, with health and reflection at the edge."""
+    """The grpc.aio server of the gRPC door (`listeners.grpc.engine: grpcio`), with health and reflection at the edge."""
 
     def __init__(
         self,
         door: GrpcDoor,
         listener: Listener,
         limits: Limits,
+        own: OwnServices,
         reuse_port: bool = False,
     ) -> None:
         self.listener = listener
-        self.health = grpc_health.aio.HealthServicer()
+        self.health = own.health
         self.server = aio.server(options=server_options(limits, reuse_port))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        own = {health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME}
-
-        def listed() -> tuple[str, ...]:
-            routed = door.table.current.grpc_services()
-            return tuple(sorted(own.union(name for name in routed if door.registry.service(name) is not None)))
-
-        servicer = LiveReflection(listed, reflection_pool(door.registry))
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(own.health, self.server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(own.reflection, self.server)
         self.server.add_generic_rpc_handlers([door])
 
     async def start(self) -> int:
@@ -299,28 +305,6 @@ class GrpcListener:
         """Health says NOT_SERVING, then in-flight calls get `grace` seconds to finish."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-
-
-class LiveReflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
-    """Server reflection whose service list follows the route table as reloads change it.
-
-    grpcio-reflection fixes the list when the servicer is built (it reads
-    `self._service_names` when asked to list services); here that name is a
-    property over the live table, so an agent discovers a service as soon as
-    a reload routes it. tests/grpc/test_edge_services.py checks it.
-    """
-
-    def __init__(self, names: Callable[[], tuple[str, ...]], pool: Any) -> None:
-        self._names = names
-        super().__init__((), pool=pool)
-
-    @property
-    def _service_names(self) -> tuple[str, ...]:
-        return self._names()
-
-    @_service_names.setter
-    def _service_names(self, _: tuple[str, ...]) -> None:
-        """The base class sets the list once; the live one wins."""
 
 
 def server_options(limits: Limits, reuse_port: bool = False) -> list[tuple[str, Any]]:
@@ -372,11 +356,3 @@ class CertificateFetcher:
             return None
         log.info("grpc listener certificate %s reloaded", self.tls.cert)
         return configuration
-
-
-def reflection_pool(registry: ProtoRegistry) -> Any:
-    """The registry's files plus the edge's own health and reflection protos."""
-    own = [
-        descriptor_pb2.FileDescriptorProto.FromString(m.DESCRIPTOR.serialized_pb) for m in (health_pb2, reflection_pb2)
-    ]
-    return ProtoRegistry([*registry.files.values(), *own]).pool

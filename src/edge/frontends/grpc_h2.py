@@ -1,0 +1,525 @@
+"""The gRPC door on h2 (`listeners.grpc.engine: h2`): gRPC's HTTP/2 mapping served from the event loop.
+
+The same door as `grpc.py` without grpc.aio's server: each HTTP/2 stream is a
+call, its headers the metadata (`-bin` values decoded), `grpc-timeout` its
+deadline; the caller's messages are deframed as DATA arrives, and the reply
+goes out as response headers (initial metadata), framed messages and
+trailers (status, message, trailing metadata), or as one trailers-only block
+for a local answer. A unary method the protos registry knows runs its
+pipeline once the request stream has ended, with its one message as bytes;
+any other method runs at once, its messages flowing through as they come.
+A caller's RST_STREAM cancels the call (the upstream call with it), and it
+is told apart from the end of its messages, so no half-close grace applies.
+
+Why not grpc.aio: a proxied unary call costs grpc.aio ~410-460 us of CPU
+here (five completion-queue events, each a thread hand-off), the same call on
+h2 about half (docs/performance.md, "gRPC door on h2"). The gateway's own
+services (health, server reflection) are grpcio's servicers, called here
+through `own_services.py`. TLS is `ssl` with ALPN h2, so a listener can ask
+for an optional client certificate and set a minimum TLS version, and the
+certificate reloads like the HTTP listener's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
+from typing import Any
+
+import h2.events
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from edge.call import Call, Denial, Metadata, MetaValue, Peer, Reply
+from edge.config.gateway import Limits
+from edge.deadlines import Deadlines
+from edge.errors import EdgeError, Status
+from edge.frontends.grpc import NO_MESSAGE, GrpcDoor, denial_trailers, grpc_call, with_gateway_keys
+from edge.frontends.own_services import OwnServices
+from edge.grpc_wire import (
+    ACCEPT_ENCODING,
+    ENCODINGS,
+    Deframer,
+    WireError,
+    decode_value,
+    encode_metadata,
+    frame,
+    parse_timeout,
+    quote_message,
+)
+from edge.http2 import H2Protocol, StreamClosed
+
+log = logging.getLogger("edge.grpc")
+
+RequestReceived = h2.events.RequestReceived
+DataReceived = h2.events.DataReceived
+StreamEnded = h2.events.StreamEnded
+StreamReset = h2.events.StreamReset
+ConnectionTerminated = h2.events.ConnectionTerminated
+
+# Request headers that are HTTP/2 or gRPC framing, not the caller's metadata.
+NOT_METADATA = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
+RESPONSE_HEAD = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", ACCEPT_ENCODING)]
+OK_TRAILERS = [("grpc-status", "0")]
+STATUS_TEXT = {status: str(status.value) for status in Status}
+
+
+class GrpcStream:
+    """One call on one HTTP/2 stream: the caller's messages in, the reply out."""
+
+    __slots__ = (
+        "connection",
+        "deframer",
+        "ended",
+        "failed",
+        "held",
+        "id",
+        "messages",
+        "metadata",
+        "path",
+        "responded",
+        "task",
+        "timeout",
+        "unacked",
+        "unary_request",
+        "unary_response",
+        "waiter",
+    )
+
+    def __init__(self, connection: GrpcH2Connection, stream_id: int, path: str, deframer: Deframer) -> None:
+        self.connection = connection
+        self.id = stream_id
+        self.path = path
+        self.metadata = Metadata()
+        self.timeout: float | None = None
+        self.deframer = deframer
+        self.unary_request = False
+        self.unary_response = False
+        self.messages: deque[bytes] = deque()
+        self.ended = False
+        self.failed: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.unacked = 0
+        self.responded = False
+        self.held: bytes | None = None
+
+    # the caller's side
+
+    def received(self, data: bytes, flow: int) -> None:
+        self.messages.extend(self.deframer.feed(data))
+        if self.unary_request:
+            self.connection.conn.acknowledge_received_data(flow, self.id)
+        else:
+            self.unacked += flow
+            self._wake()
+
+    def finished(self) -> None:
+        self.ended = True
+        if self.deframer.pending:
+            raise WireError("the request stream ended inside a message", status=Status.INTERNAL)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def requests(self) -> AsyncIterator[bytes]:
+        """The caller's messages as they arrive; their window reopens as they are taken, so a slow upstream holds the caller back."""
+        connection = self.connection
+        while True:
+            if self.messages:
+                message = self.messages.popleft()
+                if self.unacked and not self.messages:
+                    connection.acknowledge(self.id, self.unacked)
+                    self.unacked = 0
+                yield message
+            elif self.ended:
+                return
+            else:
+                self.waiter = connection.loop.create_future()
+                await self.waiter
+
+    # the reply
+
+    async def deliver(self, call: Call, reply: Reply) -> None:
+        if reply.denial is not None:
+            self.end_locally(call, reply.denial)
+            return
+        connection = self.connection
+        self.open_reply(encode_metadata(with_gateway_keys(reply.headers, call)))
+        body = reply.body
+        if isinstance(body, bytes) and (self.unary_response or call.unary):
+            call.bytes_out += len(body)
+            await connection.send_message(self.id, body)
+            self.end(reply.status, reply.message, reply.trailers)
+            return
+        try:
+            count = await self._relay(call, body)
+        except EdgeError as error:
+            log.warning("request %s: %s; ending the call", call.request_id, error.message)
+            call.decisions["aborted"] = error.message
+            self.end(error.status, error.message, [])
+            return
+        if self.unary_response and reply.status is Status.OK:
+            if count != 1:
+                self.end(Status.INTERNAL, NO_MESSAGE if count == 0 else "the upstream sent several messages", [])
+                return
+            assert self.held is not None
+            await connection.send_message(self.id, self.held)
+        self.end(reply.status, reply.message, reply.trailers)
+
+    def open_reply(self, headers: Sequence[tuple[str, str]]) -> None:
+        """The response headers (initial metadata), once, before any message."""
+        if not self.responded:
+            self.responded = True
+            self.connection.send_headers(self.id, [*RESPONSE_HEAD, *headers])
+
+    async def _relay(self, call: Call, body: bytes | Any) -> int:
+        connection = self.connection
+        count = 0
+        messages = aiter(_one(body) if isinstance(body, bytes) else body)
+        try:
+            async for message in messages:
+                count += 1
+                call.bytes_out += len(message)
+                if self.unary_response:
+                    self.held = message
+                else:
+                    await connection.send_message(self.id, message)
+        finally:
+            close = getattr(messages, "aclose", None)
+            if close is not None:
+                await close()
+        return count
+
+    def end(self, status: Status, message: str, trailers: Sequence[tuple[str, MetaValue]]) -> None:
+        """The trailers after the response headers: status, message, trailing metadata; the stream ends."""
+        block = OK_TRAILERS if status is Status.OK and not message else [("grpc-status", STATUS_TEXT[status])]
+        if message:
+            block = [*block, ("grpc-message", quote_message(message))]
+        if trailers:
+            block = [*block, *encode_metadata(trailers)]
+        self.connection.send_headers(self.id, block, end_stream=True)
+
+    def end_locally(self, call: Call, denial: Denial) -> None:
+        """A local answer: one trailers-only block carrying the status, the message and the gateway's keys."""
+        self.answer(denial.status, denial.message, denial_trailers(call, denial))
+
+    def answer(self, status: Status, message: str, trailers: Sequence[tuple[str, MetaValue]] = ()) -> None:
+        """End the stream with a trailers-only response, or with trailers if the headers went already."""
+        if self.responded:
+            self.end(status, message, trailers)
+            return
+        self.responded = True
+        block = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", STATUS_TEXT[status])]
+        if message:
+            block.append(("grpc-message", quote_message(message)))
+        self.connection.send_headers(self.id, [*block, *encode_metadata(trailers)], end_stream=True)
+
+
+async def _one(message: bytes) -> AsyncIterator[bytes]:
+    yield message
+
+
+class GrpcH2Connection(H2Protocol):
+    """One caller's HTTP/2 connection: a `GrpcStream` per call, each call its own task."""
+
+    def __init__(self, listener: GrpcH2Listener) -> None:
+        super().__init__(client_side=False)
+        self.listener = listener
+        self.door = listener.door
+        self.streams: dict[int, GrpcStream] = {}
+        self.peer = Peer("unknown")
+        self.loop = asyncio.get_running_loop()
+        self.draining = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peer = _peer(transport, self.listener.door.scheme == "https")
+        self.listener.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for stream in list(self.streams.values()):
+            self._cancel(stream)
+        self.streams.clear()
+        self.listener.forget(self)
+
+    def handle_event(self, event: Any) -> None:
+        kind = type(event)
+        if kind is DataReceived:
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                self.acknowledge(event.stream_id, event.flow_controlled_length)
+                return
+            try:
+                stream.received(event.data, event.flow_controlled_length)
+            except WireError as error:
+                self._fail(stream, error)
+        elif kind is RequestReceived:
+            self._open(event)
+        elif kind is StreamEnded:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                try:
+                    stream.finished()
+                except WireError as error:
+                    self._fail(stream, error)
+                    return
+                if stream.task is None:
+                    self._start_unary(stream)
+        elif kind is StreamReset:
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None:
+                self._cancel(stream)
+        elif kind is ConnectionTerminated:
+            self.draining = True
+            if not self.streams:
+                self.close()
+
+    def _open(self, event: Any) -> None:
+        stream_id = event.stream_id
+        if self.draining:
+            self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        method = path = content_type = ""
+        encoding = None
+        timeout = None
+        pairs: list[tuple[str, MetaValue]] = []
+        for name, value in event.headers:
+            if name[0] == ":":
+                if name == ":path":
+                    path = value
+                elif name == ":method":
+                    method = value
+            elif name in NOT_METADATA:
+                if name == "content-type":
+                    content_type = value
+                elif name == "grpc-timeout":
+                    timeout = parse_timeout(value)
+                elif name == "grpc-encoding":
+                    encoding = value
+            elif name.endswith("-bin"):
+                pairs.append((name, self.door.binary(name, value)))
+            else:
+                pairs.append((name, value))
+        stream = GrpcStream(self, stream_id, path, Deframer(self.listener.limits.max_grpc_message, encoding))
+        if method != "POST" or not content_type.startswith("application/grpc"):
+            self._refuse_http(stream_id, 405 if method != "POST" else 415)
+            return
+        stream.metadata = Metadata(pairs)
+        stream.timeout = timeout
+        self.streams[stream_id] = stream
+        if encoding is not None and encoding not in ENCODINGS:
+            stream.answer(Status.UNIMPLEMENTED, f"grpc-encoding {encoding} is not supported (use {ACCEPT_ENCODING})")
+            self.streams.pop(stream_id, None)
+            return
+        handler = self.door.handler(path)
+        if handler is not None:
+            stream.task = self.loop.create_task(self._run(stream, handler(stream)))
+            return
+        unary = self.door.unary(path)
+        stream.unary_request = stream.unary_response = unary
+        if not unary:
+            stream.unary_response = self.door.unary_response(path)
+            stream.task = self.loop.create_task(self._run(stream, self.door.stream(stream)))
+
+    def _start_unary(self, stream: GrpcStream) -> None:
+        if len(stream.messages) != 1:
+            count = len(stream.messages)
+            stream.answer(Status.INTERNAL if count else Status.UNIMPLEMENTED, f"a unary call carried {count} messages")
+            self.streams.pop(stream.id, None)
+            return
+        stream.task = self.loop.create_task(self._run(stream, self.door.unary_call(stream, stream.messages.popleft())))
+
+    async def _run(self, stream: GrpcStream, work: Any) -> None:
+        try:
+            if stream.timeout is None:
+                await work
+            else:
+                with self.listener.deadlines.after(stream.timeout):
+                    await work
+        except TimeoutError:
+            with suppress(StreamClosed):
+                stream.answer(Status.DEADLINE_EXCEEDED, "the call's deadline passed")
+                self.reset(stream.id, ErrorCodes.NO_ERROR)
+        except (asyncio.CancelledError, StreamClosed):
+            pass
+        except Exception:
+            log.exception("grpc stream %d of %s failed", stream.id, self.peer.address)
+            with suppress(StreamClosed):
+                stream.answer(Status.INTERNAL, "internal error")
+        finally:
+            self.streams.pop(stream.id, None)
+            if self.draining and not self.streams:
+                self.flush()
+                self.close()
+
+    def _fail(self, stream: GrpcStream, error: EdgeError) -> None:
+        """The caller framed a message wrongly or too large: the call ends with the error's status."""
+        self.streams.pop(stream.id, None)
+        self._cancel(stream)
+        stream.answer(error.status, error.message)
+        self.reset(stream.id, ErrorCodes.NO_ERROR)
+
+    def _cancel(self, stream: GrpcStream) -> None:
+        stream.failed = ConnectionResetError("the caller reset the stream")
+        if stream.task is not None:
+            stream.task.cancel()
+
+    def _refuse_http(self, stream_id: int, status: int) -> None:
+        message = "gRPC calls are POST requests" if status == 405 else "content-type must be application/grpc"
+        head = [
+            (":status", str(status)),
+            ("grpc-status", STATUS_TEXT[Status.UNIMPLEMENTED if status == 405 else Status.INTERNAL]),
+        ]
+        self.send_headers(stream_id, [*head, ("grpc-message", message)], end_stream=True)
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        with suppress(Exception):
+            self.conn.acknowledge_received_data(size, stream_id)
+            self.schedule_flush()
+
+    async def send_message(self, stream_id: int, message: bytes) -> None:
+        await self.send_data(stream_id, frame(message))
+
+    def shut_down(self) -> None:
+        """GOAWAY: no new calls; the connection closes when its calls end."""
+        self.draining = True
+        self.flush()
+        if self.transport is not None and not self.closed:
+            # h2's close_connection would also stop the streams in flight; the frame alone lets them finish
+            last = self.conn.highest_inbound_stream_id
+            self.transport.write(GoAwayFrame(0, last_stream_id=last, error_code=0).serialize())
+        if not self.streams:
+            self.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _peer(transport: asyncio.BaseTransport, tls: bool) -> Peer:
+    address = transport.get_extra_info("peername")
+    certificate = None
+    if tls:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            certificate = ssl_object.getpeercert(binary_form=True)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return Peer(str(address[0]), int(address[1]), certificate)
+    return Peer("unknown", 0, certificate)
+
+
+class GrpcH2Door:
+    """What a stream becomes: a routed `Call` through the pipeline, or one of the gateway's own services."""
+
+    def __init__(self, door: GrpcDoor, own: OwnServices) -> None:
+        self.table = door.table
+        self.pipeline = door.pipeline
+        self.forward = door.forward
+        self.forwarding = door.forwarding
+        self.registry = door.registry
+        self.scheme = door.scheme
+        self.own = own
+        self._kinds: dict[str, tuple[bool, bool]] = {}
+
+    def binary(self, name: str, value: str) -> MetaValue:
+        """A `-bin` value as bytes; one that is not base64 is kept as its text's bytes rather than failing the call."""
+        try:
+            return decode_value(name, value)
+        except WireError:
+            return value.encode()
+
+    def handler(self, path: str) -> Any:
+        return self.own.handler(path)
+
+    def _kind(self, path: str) -> tuple[bool, bool]:
+        kind = self._kinds.get(path)
+        if kind is None:
+            if len(self._kinds) >= 4096:
+                self._kinds.clear()
+            method = self.registry.method(path)
+            kind = (True, True) if method is None else (method.client_streaming, method.server_streaming)
+            self._kinds[path] = kind
+        return kind
+
+    def unary(self, path: str) -> bool:
+        return self._kind(path) == (False, False)
+
+    def unary_response(self, path: str) -> bool:
+        return not self._kind(path)[1]
+
+    def _call(self, stream: GrpcStream) -> Call:
+        connection = stream.connection
+        return grpc_call(
+            self.table, self.forwarding, self.scheme, stream.path, stream.metadata, connection.peer, stream.timeout
+        )
+
+    async def unary_call(self, stream: GrpcStream, message: bytes) -> None:
+        call = self._call(stream)
+        call.body = message
+        call.bytes_in = len(message)
+        call.unary = True
+        await self.pipeline.run(call, self.forward, stream.deliver)
+
+    async def stream(self, stream: GrpcStream) -> None:
+        call = self._call(stream)
+        call.body = _counted(stream.requests(), call)
+        await self.pipeline.run(call, self.forward, stream.deliver)
+
+
+async def _counted(messages: AsyncIterator[bytes], call: Call) -> AsyncIterator[bytes]:
+    async for message in messages:
+        call.bytes_in += len(message)
+        yield message
+
+
+class GrpcH2Listener:
+    """The h2 gRPC door's server: connections, health and reflection, graceful stop."""
+
+    def __init__(self, door: GrpcDoor, limits: Limits, own: OwnServices) -> None:
+        self.door = GrpcH2Door(door, own)
+        self.own = own
+        self.limits = limits
+        self.deadlines = Deadlines()
+        self.connections: set[GrpcH2Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._all_gone: asyncio.Event | None = None
+
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["h2"])
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: GrpcH2Connection(self), sock=sock, ssl=ssl_context)
+
+    def forget(self, connection: GrpcH2Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._all_gone is not None:
+            self._all_gone.set()
+
+    async def aclose(self, drain_timeout: float) -> None:
+        """Health says NOT_SERVING, GOAWAY to every caller, calls in flight get `drain_timeout`, then the rest are cut."""
+        if self._server is None:
+            return
+        await self.own.health.enter_graceful_shutdown()
+        self._server.close()
+        self._all_gone = asyncio.Event()
+        for connection in list(self.connections):
+            connection.shut_down()
+        if self.connections:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(drain_timeout):
+                    await self._all_gone.wait()
+        for connection in list(self.connections):
+            connection.abort()
+        await self._server.wait_closed()
+        self._server = None
+        self.deadlines.close()

@@ -1,0 +1,251 @@
+"""What only the h2 engine of the gRPC door does: the wire seen by a raw HTTP/2 client, and TLS grpcio cannot offer.
+
+The door tests in test_grpc_door.py and test_interop.py run on both engines
+through grpc clients; these speak HTTP/2 with h2 directly, to see the frames a
+malformed or unusual caller gets back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from door_harness import SERVICE, MakeGateway, channel_to, grpc_route
+from interop_server import Backend
+
+from edge.call import Call
+from edge.server import Gateway
+
+WAIT = 5.0
+
+
+@pytest.fixture
+def grpc_engine() -> str:
+    return "h2"
+
+
+class RawClient:
+    """One HTTP/2 connection to the door, read until a stream ends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.writer.write(self.conn.data_to_send())
+
+    def send(self, headers: list[tuple[str, str]], body: bytes | None = None, end: bool = True) -> int:
+        stream = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream, headers, end_stream=body is None and end)
+        if body is not None:
+            self.conn.send_data(stream, body, end_stream=end)
+        self.writer.write(self.conn.data_to_send())
+        return stream
+
+    async def answer(self, stream: int) -> tuple[dict[str, str], bytes, dict[str, str]]:
+        """Response headers, DATA and trailers of one stream (trailers-only answers come as headers)."""
+        headers: dict[str, str] = {}
+        trailers: dict[str, str] = {}
+        data = b""
+        async with asyncio.timeout(WAIT):
+            while True:
+                chunk = await self.reader.read(65536)
+                assert chunk, "the door closed the connection"
+                for event in self.conn.receive_data(chunk):
+                    if getattr(event, "stream_id", None) != stream:
+                        continue
+                    if isinstance(event, h2.events.ResponseReceived):
+                        headers = dict(event.headers)
+                    elif isinstance(event, h2.events.TrailersReceived):
+                        trailers = dict(event.headers)
+                    elif isinstance(event, h2.events.DataReceived):
+                        data += event.data
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                    elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                        self.writer.write(self.conn.data_to_send())
+                        return headers, data, trailers
+                self.writer.write(self.conn.data_to_send())
+
+
+@asynccontextmanager
+async def raw_client(gateway: Gateway) -> AsyncIterator[RawClient]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.ports["grpc"])
+    try:
+        yield RawClient(reader, writer)
+    finally:
+        writer.close()
+
+
+def _request(path: str, **extra: str) -> list[tuple[str, str]]:
+    return [
+        (":method", extra.pop("method", "POST")),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "edge.test"),
+        ("content-type", extra.pop("content_type", "application/grpc")),
+        ("te", "trailers"),
+        *extra.items(),
+    ]
+
+
+def _framed(message: bytes, compressed: bool = False) -> bytes:
+    return (b"\x01" if compressed else b"\x00") + len(message).to_bytes(4, "big") + message
+
+
+EMPTY_CALL = f"/{SERVICE}/EmptyCall"
+UNARY_CALL = f"/{SERVICE}/UnaryCall"
+
+
+async def test_a_unary_call_over_raw_http2(backend: Backend, make_gateway: MakeGateway) -> None:
+    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+        stream = client.send(_request(EMPTY_CALL, **{"x-trace-me": "yes"}), _framed(b""))
+        headers, data, trailers = await client.answer(stream)
+    assert headers[":status"] == "200" and headers["content-type"] == "application/grpc"
+    assert headers["x-request-id"]
+    assert data == _framed(b"")
+    assert trailers["grpc-status"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [({"method": "GET"}, "405"), ({"content_type": "application/json"}, "415")],
+    ids=["not-post", "not-grpc"],
+)
+async def test_a_request_that_is_not_grpc_gets_an_http_status(
+    extra: dict[str, str], status: str, backend: Backend, make_gateway: MakeGateway
+) -> None:
+    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+        stream = client.send(_request(EMPTY_CALL, **extra), _framed(b""))
+        headers, _, _ = await client.answer(stream)
+    assert headers[":status"] == status
+    assert headers["grpc-status"] != "0" and headers["grpc-message"]
+    assert backend.servicer.records.calls == []
+
+
+async def test_gzip_messages_from_the_caller_are_inflated(
+    backend: Backend, make_gateway: MakeGateway, pb: SimpleNamespace
+) -> None:
+    request = pb.messages.SimpleRequest(response_size=3, payload=pb.messages.Payload(body=b"x" * 5000))
+    packed = gzip.compress(request.SerializeToString())
+    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+        stream = client.send(_request(UNARY_CALL, **{"grpc-encoding": "gzip"}), _framed(packed, compressed=True))
+        _, data, trailers = await client.answer(stream)
+    assert trailers["grpc-status"] == "0"
+    assert pb.messages.SimpleResponse.FromString(data[5:]).payload.body == bytes(3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "status"),
+    [
+        ({"grpc-encoding": "snappy"}, _framed(b""), "12"),
+        ({}, _framed(b"", compressed=True), "13"),
+        ({}, b"\x00\x00\x00\x00\x09abc", "13"),
+    ],
+    ids=["unknown-encoding", "compressed-without-encoding", "cut-message"],
+)
+async def test_a_malformed_call_ends_with_a_status(
+    extra: dict[str, str], body: bytes, status: str, backend: Backend, make_gateway: MakeGateway
+) -> None:
+    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+        stream = client.send(_request(EMPTY_CALL, **extra), body)
+        headers, _, trailers = await client.answer(stream)
+        assert {**headers, **trailers}["grpc-status"] == status
+        ok = client.send(_request(EMPTY_CALL), _framed(b""))
+        assert (await client.answer(ok))[2]["grpc-status"] == "0"  # the connection still serves
+
+
+async def test_a_message_above_the_limit_is_refused_from_its_prefix(
+    backend: Backend, make_gateway: MakeGateway
+) -> None:
+    limits = {"max_grpc_message": "1KiB"}
+    async with make_gateway([grpc_route(backend.url)], limits=limits) as gateway, raw_client(gateway) as client:
+        stream = client.send(_request(UNARY_CALL), b"\x00" + (1 << 20).to_bytes(4, "big") + b"x" * 100, end=False)
+        headers, _, trailers = await client.answer(stream)
+    assert {**headers, **trailers}["grpc-status"] == "8"
+
+
+async def test_the_callers_deadline_ends_a_call_that_waits_on_the_caller(
+    backend: Backend, make_gateway: MakeGateway
+) -> None:
+    async with make_gateway([grpc_route(backend.url)], protos=False) as gateway, raw_client(gateway) as client:
+        stream = client.send(_request(f"/{SERVICE}/FullDuplexCall", **{"grpc-timeout": "200m"}), end=False)
+        headers, _, trailers = await client.answer(stream)
+    assert {**headers, **trailers}["grpc-status"] == "4"
+
+
+async def test_a_caller_reset_cancels_the_upstream_call(
+    backend: Backend, make_gateway: MakeGateway, pb: SimpleNamespace
+) -> None:
+    seen: list[Call] = []
+
+    async def observe(call: Call) -> None:
+        seen.append(call)
+
+    async with make_gateway([grpc_route(backend.url)], audit={"sinks": []}) as gateway:
+        gateway.pipeline.stages = (observe,)
+        async with raw_client(gateway) as client:
+            stream = client.send(_request(f"/{SERVICE}/FullDuplexCall"), end=False)
+            await asyncio.sleep(0.2)
+            client.conn.reset_stream(stream)
+            client.writer.write(client.conn.data_to_send())
+            for _ in range(100):
+                if backend.servicer.records.cancelled:
+                    break
+                await asyncio.sleep(0.02)
+    assert seen and backend.servicer.records.cancelled
+
+
+def _server_tls(pki: SimpleNamespace, **extra: Any) -> dict[str, Any]:
+    return {"tls": {"cert": str(pki.edge.cert_path), "key": str(pki.edge.key_path), **extra}}
+
+
+@pytest.mark.parametrize("with_cert", [True, False], ids=["certificate", "none"])
+async def test_an_optional_client_certificate(
+    with_cert: bool, pki: SimpleNamespace, make_gateway: MakeGateway, backend: Backend, pb: SimpleNamespace
+) -> None:
+    seen: list[Call] = []
+
+    async def observe(call: Call) -> None:
+        seen.append(call)
+
+    listener = _server_tls(pki, client_ca=str(pki.ca.cert_path), require_client_cert=False)
+    agent = pki.agent
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.cert_pem, agent.key_pem if with_cert else None, agent.cert_pem if with_cert else None
+    )
+    override = {"grpc.ssl_target_name_override": "edge.test"}
+    async with make_gateway([grpc_route(backend.url)], listener=listener) as gateway:
+        gateway.pipeline.stages = (observe,)
+        async with channel_to(gateway, credentials, **override) as channel:
+            call = pb.test_grpc.TestServiceStub(channel).EmptyCall(pb.empty.Empty(), timeout=WAIT)
+            assert await call.code() == grpc.StatusCode.OK
+    assert seen[0].peer.certificate == (agent.der if with_cert else None)
+
+
+async def test_a_minimum_tls_version(pki: SimpleNamespace, make_gateway: MakeGateway, backend: Backend) -> None:
+    listener = _server_tls(pki, min_version="1.3")
+    async with make_gateway([grpc_route(backend.url)], listener=listener) as gateway:
+        old = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        old.set_alpn_protocols(["h2"])
+        with pytest.raises((ssl.SSLError, ConnectionError)):  # the TLS 1.2 handshake is refused
+            await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", gateway.ports["grpc"], ssl=old, server_hostname="edge.test"), WAIT
+            )
+        new = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+        new.set_alpn_protocols(["h2"])
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", gateway.ports["grpc"], ssl=new, server_hostname="edge.test"), WAIT
+        )
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+        writer.close()
