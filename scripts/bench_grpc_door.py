@@ -13,6 +13,8 @@ audit sealing process) per answered call, the context switches of all their
 threads per call, and each variant's difference to the first one within
 the same round (paired, which cancels most of the noise of a shared machine).
 
+A variant runs on the h2 engines (listener and upstream client) unless it
+names another: `full@grpcio` is the same gateway on grpc.aio's server and client.
 A variant may carry a label, `bare:LABEL`, to run from another copy of the
 package (`--src LABEL=DIR`, DIR holding `edge/`, e.g. `git archive HEAD src |
 tar -x -C /tmp/base` then `--src before=/tmp/base/src`) and/or with extra
@@ -174,6 +176,7 @@ def main() -> int:
         for name in variants:
             port = bench.free_port()
             kind, _, label = name.partition(":")
+            kind, _, engine = kind.partition("@")
             env = {**os.environ, **variant_env(args.env, label)}
             if label in trees:
                 env["PYTHONPATH"] = str(Path(trees[label]).resolve())
@@ -186,9 +189,11 @@ def main() -> int:
                     spec = f"{{type: file, path: '{folder}/audit-{tag}.jsonl'}}"
                     pipeline = bench.pipeline_section(folder, tag, public_key, "memory", spec)
                     section += pipeline.replace(f"sinks: [{spec}]", "sinks: []") if kind == "nosink" else pipeline
-                listener = f"  http: null\n  grpc: {{host: 127.0.0.1, port: {port}}}\n"
-                routes = bench.grpc_routes(f"grpc://127.0.0.1:{backend}")
-                config = bench.edge_config(folder, name.replace(":", "-"), listener, routes, section)
+                engine = engine or "h2"
+                listener = f"  http: null\n  grpc: {{host: 127.0.0.1, port: {port}, engine: {engine}}}\n"
+                routes = bench.grpc_routes("backend")
+                section += f"upstreams:\n  backend: {{endpoints: ['grpc://127.0.0.1:{backend}'], engine: {engine}}}\n"
+                config = bench.edge_config(folder, name.replace(":", "-").replace("@", "-"), listener, routes, section)
                 command = bench.edge_command(config, 1)
             if name == args.profile:
                 command = [*command[:1], "-m", "cProfile", "-o", str(folder / "door.prof"), *command[1:]]

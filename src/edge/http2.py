@@ -10,8 +10,9 @@ for the transport's buffer to drain. Measured on this machine, a unary call
 proxied over h2 on both sides costs about half the CPU of grpc.aio
 (docs/performance.md).
 
-h2's own header validation is off (`settings`): it cost ~75 us per proxied
-call, and the door and the client check what they rely on themselves.
+h2's own header validation is off (`configuration`): it cost ~75 us per
+proxied call, and the door and the client check what they rely on
+themselves. Headers are encoded and decoded through `hpack_literals.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
+from edge.hpack_literals import LiteralEncoder, cache_huffman_decoding
+
 log = logging.getLogger("edge.http2")
 
 WINDOW = 1 << 24  # the stream and connection windows this side advertises
@@ -36,6 +39,8 @@ DEFAULT_WINDOW = 65535
 WindowUpdated = h2.events.WindowUpdated
 RemoteSettingsChanged = h2.events.RemoteSettingsChanged
 StreamReset = h2.events.StreamReset
+
+cache_huffman_decoding()
 
 
 class StreamClosed(ConnectionError):
@@ -59,6 +64,7 @@ class H2Protocol(asyncio.Protocol):
 
     def __init__(self, client_side: bool, max_concurrent_streams: int = 1000) -> None:
         self.conn = h2.connection.H2Connection(configuration(client_side))
+        self.conn.encoder = LiteralEncoder()
         self.conn.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={
