@@ -39,7 +39,7 @@ _NEVER_INDEXED = 0x10
 _fields: dict[tuple[bytes, bytes], bytes] = {}
 
 
-class LiteralEncoder(Encoder):  # type: ignore[misc]
+class LiteralEncoder(Encoder):
     """An hpack `Encoder` that never uses the dynamic table; h2 takes it as `H2Connection.encoder`."""
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
@@ -86,7 +86,7 @@ def _bytes(text: bytes | str) -> bytes:
 
 def cache_huffman_decoding() -> None:
     """Put a bounded cache in front of hpack's Huffman decoder (once per process)."""
-    original: Callable[[bytes], bytes] = hpack.hpack.decode_huffman
+    original: Callable[[bytes], bytes] = getattr(hpack.hpack, "decode_huffman")  # noqa: B009 - not in its __all__
     if getattr(original, "cached", False):
         return
     cached = lru_cache(maxsize=CACHE_LIMIT)(original)
@@ -95,4 +95,4 @@ def cache_huffman_decoding() -> None:
         return cached(data) if len(data) <= CACHED_LENGTH else original(data)
 
     decode_huffman.cached = True  # type: ignore[attr-defined]
-    hpack.hpack.decode_huffman = decode_huffman
+    setattr(hpack.hpack, "decode_huffman", decode_huffman)  # noqa: B010 - the name _decode_literal looks up
