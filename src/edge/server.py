@@ -43,6 +43,7 @@ from edge.transcode.descriptors import load_registry
 from edge.upstream import Upstream
 from edge.upstream.fetch import HttpFetcher
 from edge.upstream.grpc import GrpcUpstream
+from edge.upstream.grpc_h2 import GrpcH2Upstream
 from edge.upstream.http import HttpUpstream
 from policy_client import PolicyClient
 
@@ -215,8 +216,10 @@ class Gateway:
                 continue
             if config.protocol == "http":
                 self.upstreams[name] = HttpUpstream(name, config)
-            else:
+            elif config.engine == "grpcio":
                 self.upstreams[name] = GrpcUpstream(name, config, limits)
+            else:
+                self.upstreams[name] = GrpcH2Upstream(name, config, limits)
 
     async def _close_upstreams(self) -> None:
         for upstream in self.upstreams.values():

@@ -19,51 +19,25 @@ UNAVAILABLE, a deadline already spent is DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 from grpc import aio
 
-from edge.call import Body, Call, MetaValue, Reply
+from edge.call import Body, Call, Reply
 from edge.config.gateway import Limits, UpstreamTLS
 from edge.config.gateway import Upstream as UpstreamConfig
 from edge.errors import Status, UpstreamTimeout, UpstreamUnavailable, http_status
 from edge.tls import read_pem
 from edge.upstream.endpoints import Endpoints
+from edge.upstream.grpc_metadata import request_metadata, response_metadata
 
 log = logging.getLogger("edge.upstream.grpc")
 
-# Request metadata the gateway or the transport owns: never copied from the caller.
-GATEWAY_OWNED = frozenset(
-    {
-        "grpc-timeout",
-        "grpc-encoding",
-        "grpc-accept-encoding",
-        "grpc-status",
-        "grpc-message",
-        "te",
-        "content-type",
-        "content-length",
-        "user-agent",
-        "host",
-        "accept-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "x-forwarded-for",  # extended below
-        "x-request-id",  # the call's own
-    }
-)
-# Response metadata that is the status itself or transport framing, not the backend's metadata.
-RESPONSE_RESERVED = frozenset({"grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding", "content-type"})
 STATUSES = {code: Status(code.value[0]) for code in grpc.StatusCode}
 RECONNECT_BACKOFF_MS = 5000
 METHOD_CACHE_SIZE = 4096
@@ -220,42 +194,6 @@ def channel_credentials(tls: UpstreamTLS | None) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=read_pem(tls.ca), private_key=read_pem(tls.key), certificate_chain=read_pem(tls.cert)
     )
-
-
-def request_metadata(call: Call) -> list[tuple[str, MetaValue]]:
-    """The caller's metadata minus what the gateway owns, plus the forwarding keys.
-
-    `traceparent` passes as is: the pipeline has made sure the call carries one.
-    """
-    forwarded: list[tuple[str, MetaValue]] = []
-    for name, value in call.metadata:
-        if name in GATEWAY_OWNED or name.startswith(":"):
-            continue
-        if type(value) is str and value.isascii() and value.isprintable() and not name.endswith("-bin"):
-            forwarded.append((name, value))
-        elif (converted := _metadata_value(name, value)) is not None:
-            forwarded.append((name, converted))
-    chain = ", ".join(str(v) for v in call.metadata.getall("x-forwarded-for"))
-    forwarded.append(("x-forwarded-for", f"{chain}, {call.peer.address}" if chain else call.peer.address))
-    forwarded.append(("x-request-id", call.request_id))
-    return forwarded
-
-
-def _metadata_value(name: str, value: MetaValue) -> MetaValue | None:
-    """gRPC wants bytes for `-bin` keys and printable ASCII otherwise; HTTP callers send `-bin` as base64."""
-    if name.endswith("-bin"):
-        if isinstance(value, bytes):
-            return value
-        try:
-            return base64.b64decode(value + "=" * (-len(value) % 4))
-        except (binascii.Error, ValueError):
-            return None
-    text = value if isinstance(value, str) else value.decode("latin-1")
-    return text if text.isascii() and text.isprintable() else None
-
-
-def response_metadata(metadata: Iterable[tuple[str, MetaValue]] | None) -> list[tuple[str, MetaValue]]:
-    return [(k, v) for k, v in metadata or () if k not in RESPONSE_RESERVED and not k.startswith(":")]
 
 
 class _NoMessages:
