@@ -17,3 +17,16 @@ class Upstream(Protocol):
     async def send(self, call: Call) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+
+class _NoMessages:
+    """The body of a gRPC unary reply that ended without a message."""
+
+    def __aiter__(self) -> _NoMessages:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+NO_MESSAGES = _NoMessages()

@@ -33,6 +33,7 @@ from edge.config.gateway import Limits, UpstreamTLS
 from edge.config.gateway import Upstream as UpstreamConfig
 from edge.errors import Status, UpstreamTimeout, UpstreamUnavailable, http_status
 from edge.tls import read_pem
+from edge.upstream import NO_MESSAGES
 from edge.upstream.endpoints import Endpoints
 from edge.upstream.grpc_metadata import request_metadata, response_metadata
 
@@ -95,7 +96,7 @@ class GrpcUpstream:
         return Reply(
             http_status=http_status(status),
             headers=response_metadata(await rpc.initial_metadata()),
-            body=message if message is not None else _NONE,
+            body=message if message is not None else NO_MESSAGES,
             status=status,
             message=await rpc.details() or "",
             trailers=response_metadata(await rpc.trailing_metadata()),
@@ -194,19 +195,6 @@ def channel_credentials(tls: UpstreamTLS | None) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=read_pem(tls.ca), private_key=read_pem(tls.key), certificate_chain=read_pem(tls.cert)
     )
-
-
-class _NoMessages:
-    """The body of a unary reply that ended without a message."""
-
-    def __aiter__(self) -> _NoMessages:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise StopAsyncIteration
-
-
-_NONE = _NoMessages()
 
 
 async def _requests(body: Body) -> AsyncIterator[bytes]:

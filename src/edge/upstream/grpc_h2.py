@@ -51,6 +51,7 @@ from edge.grpc_wire import (
 )
 from edge.http2 import StreamClosed
 from edge.tls import client_context
+from edge.upstream import NO_MESSAGES
 from edge.upstream.endpoints import Endpoints
 from edge.upstream.grpc_metadata import RESPONSE_RESERVED, request_metadata
 from edge.upstream.h2_client import ConnectionFull, H2ClientConnection, Headers, header_field
@@ -69,19 +70,6 @@ RESET_STATUS: dict[int, Status] = {
     ErrorCodes.INADEQUATE_SECURITY: Status.PERMISSION_DENIED,
 }
 STATUS_TEXT = {str(status.value): status for status in Status}
-
-
-class _NoMessages:
-    """The body of a unary reply that ended without a message."""
-
-    def __aiter__(self) -> _NoMessages:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise StopAsyncIteration
-
-
-_NONE = _NoMessages()
 
 
 class GrpcH2Upstream:
@@ -360,7 +348,7 @@ def _too_large(size: int, limit: int) -> Reply:
     """A request message above the limit never leaves (as grpc's max_send_message_length)."""
     message = f"a request message of {size} bytes is larger than the limit of {limit}"
     status = Status.RESOURCE_EXHAUSTED
-    return Reply(http_status=http_status(status), body=_NONE, status=status, message=message)
+    return Reply(http_status=http_status(status), body=NO_MESSAGES, status=status, message=message)
 
 
 class _Exchange:
@@ -430,7 +418,7 @@ class _Exchange:
         return Reply(
             http_status=http_status(status),
             headers=self.initial or [],
-            body=message if message is not None and status is Status.OK else _NONE,
+            body=message if message is not None and status is Status.OK else NO_MESSAGES,
             status=status,
             message=self.message,
             trailers=self.trailers,
