@@ -41,10 +41,25 @@ def test_keepalive_defaults_and_durations(tmp_path: Path) -> None:
             {"endpoints": ["grpc://svc:1"], "grpc_keepalive": {"pings": 3}},
             "upstreams.svc.grpc_keepalive.pings: unknown key",
         ),
+        ({"endpoints": ["http://svc:1"], "engine": "h2"}, "upstreams.svc: engine applies to grpc/grpcs endpoints only"),
+        ({"endpoints": ["grpc://svc:1"], "engine": "nghttp2"}, "upstreams.svc.engine"),
     ],
-    ids=["grpcs-without-verify", "zero-keepalive", "unknown-key"],
+    ids=["grpcs-without-verify", "zero-keepalive", "unknown-key", "engine-on-http", "unknown-engine"],
 )
 def test_bad_grpc_upstreams_are_rejected(upstream: dict[str, Any], expected: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         _load(tmp_path, upstream)
     assert any(expected in problem for problem in raised.value.problems), raised.value.problems
+
+
+def test_engines_default_per_side_and_are_checked_per_listener(tmp_path: Path) -> None:
+    default = _load(tmp_path, {"endpoints": ["grpc://svc:50051"]}).config
+    assert default.upstreams["svc"].engine == "h2"
+    assert default.listeners.http is not None and default.listeners.http.engine == "httptools"
+    listeners = {"http": {"engine": "h2"}, "grpc": {"port": 0, "engine": "aiohttp"}}
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump({"listeners": listeners}))
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path / "edge.yaml")
+    problems = [problem.removeprefix(f"{tmp_path}/") for problem in raised.value.problems]
+    assert "edge.yaml: listeners.http: engine: expected one of httptools, aiohttp (got 'h2')" in problems
+    assert "edge.yaml: listeners.grpc: engine: expected one of h2, grpcio (got 'aiohttp')" in problems
