@@ -13,6 +13,17 @@ proxied over h2 on both sides costs about half the CPU of grpc.aio
 h2's own header validation is off (`configuration`): it cost ~75 us per
 proxied call, and the door and the client check what they rely on
 themselves. Headers are encoded and decoded through `hpack_literals.py`.
+
+Against a hostile or broken peer, the server side differs from the client
+side in two ways. A stream opened past MAX_CONCURRENT_STREAMS is refused
+with RST_STREAM REFUSED_STREAM (`StreamRefused`) where h2 would end the whole
+connection, as grpc-core and nginx do. And while the transport's write buffer
+is above its high-water mark, the server stops reading from the peer: a peer
+that does not read (PING flood, many calls) cannot make the gateway buffer its
+answers without bound. Only the server does this: if both ends of a link
+stopped reading while they could not write, they could wait for each other.
+A connection that is closed while its peer does not read is cut after
+`CLOSE_LINGER` seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 from edge.hpack_literals import LiteralEncoder, cache_huffman_decoding
 
@@ -35,6 +47,7 @@ log = logging.getLogger("edge.http2")
 WINDOW = 1 << 24  # the stream and connection windows this side advertises
 MAX_HEADER_LIST = 1 << 16
 DEFAULT_WINDOW = 65535
+CLOSE_LINGER = 10.0  # seconds a closing connection may wait for its peer to read what is left
 
 WindowUpdated = h2.events.WindowUpdated
 RemoteSettingsChanged = h2.events.RemoteSettingsChanged
@@ -45,6 +58,63 @@ cache_huffman_decoding()
 
 class StreamClosed(ConnectionError):
     """The stream was reset or the connection went while this side was sending on it."""
+
+
+class StreamRefused(h2.events.Event):
+    """The peer opened a stream past MAX_CONCURRENT_STREAMS; it was answered with RST_STREAM REFUSED_STREAM."""
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class LingeringH2Connection(h2.connection.H2Connection):
+    """An `H2Connection` that keeps serving the streams in flight after the peer's GOAWAY.
+
+    h2 treats a received GOAWAY as the end of the connection: it drops the
+    frames queued and refuses to send any more, which would fail the calls
+    the peer still expects answers to (a server restarting gracefully, a
+    caller going away politely). Here GOAWAY is only reported; each side
+    stops opening streams and closes once the last one ends.
+    """
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+class ServerH2Connection(LingeringH2Connection):
+    """A server-side `H2Connection` that refuses a stream above the concurrency limit instead of the connection.
+
+    h2 raises TooManyStreamsError, a connection error, before it decodes the
+    header block. Here the block is decoded as usual (HPACK state is shared by
+    the connection), the stream opened and reset at once, and the request's
+    events are replaced by one `StreamRefused`.
+    """
+
+    _admitting = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0 if self._admitting else super().open_inbound_streams
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        stream_id = frame.stream_id
+        if stream_id in self.streams or self.open_inbound_streams < self.local_settings.max_concurrent_streams:
+            return super()._receive_headers_frame(frame)
+        self._admitting = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._admitting = False
+        frames = [*frames, *self.streams[stream_id].reset_stream(ErrorCodes.REFUSED_STREAM)]
+        kept = [event for event in events if getattr(event, "stream_id", None) != stream_id]
+        return frames, [*kept, StreamRefused(stream_id)]
 
 
 def configuration(client_side: bool) -> h2.config.H2Configuration:
@@ -63,7 +133,8 @@ class H2Protocol(asyncio.Protocol):
     """An h2 connection's transport side; subclasses handle its events."""
 
     def __init__(self, client_side: bool, max_concurrent_streams: int = 1000) -> None:
-        self.conn = h2.connection.H2Connection(configuration(client_side))
+        connection = LingeringH2Connection if client_side else ServerH2Connection
+        self.conn = connection(configuration(client_side))
         self.conn.encoder = LiteralEncoder()
         self.conn.local_settings = h2.settings.Settings(
             client=client_side,
@@ -80,6 +151,9 @@ class H2Protocol(asyncio.Protocol):
         self._flush_pending = False
         self._window_waiters: dict[int, asyncio.Future[None]] = {}
         self._writable: asyncio.Future[None] | None = None
+        self._reads_pause = not client_side  # see the module docstring: only the server stops reading
+        self._linger: asyncio.TimerHandle | None = None
+        self._hung_up = False
 
     # transport events
 
@@ -90,6 +164,9 @@ class H2Protocol(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._hung_up:
+            return  # what a closing transport still hands over is not read (a broken peer is logged once)
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
@@ -109,6 +186,8 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._linger is not None:
+            self._linger.cancel()
         gone = StreamClosed("the connection closed")
         for waiter in self._window_waiters.values():
             if not waiter.done():
@@ -120,10 +199,14 @@ class H2Protocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
             self._writable = self._loop.create_future()
+        if self._reads_pause and self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+        if self._reads_pause and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def handle_event(self, event: Any) -> None:
         """One h2 event of a read; frames it causes leave with the read's one write."""
@@ -187,7 +270,11 @@ class H2Protocol(asyncio.Protocol):
             raise StreamClosed(str(error) or "the stream is closed") from None
 
     def end_stream(self, stream_id: int) -> None:
-        self.conn.end_stream(stream_id)
+        """Raises `StreamClosed` when the stream or the connection is gone."""
+        try:
+            self.conn.end_stream(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as error:
+            raise StreamClosed(str(error) or "the stream is closed") from None
         self.schedule_flush()
 
     def reset(self, stream_id: int, code: ErrorCodes = ErrorCodes.CANCEL) -> None:
@@ -208,8 +295,30 @@ class H2Protocol(asyncio.Protocol):
             waiter.set_exception(StreamClosed("the stream was reset"))
 
     def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
+        """Close once what is written has left; a peer that does not read it is cut after `CLOSE_LINGER`."""
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self._linger = self._loop.call_later(CLOSE_LINGER, transport.abort)
+
+    def hang_up(self, linger: float) -> None:
+        """Send what is written and end this side, discard what the peer still sends, cut after `linger` seconds.
+
+        Closing a socket with unread input resets the connection, and the
+        peer may then lose a GOAWAY sent just before; this lets it read it.
+        """
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing() or self._hung_up:
+            return
+        self._hung_up = True
+        self.flush()
+        if not transport.can_write_eof():  # TLS
+            self.close()
+            return
+        transport.write_eof()
+        self._linger = self._loop.call_later(linger, transport.abort)
 
     async def _window(self, stream_id: int) -> None:
         waiter = self._window_waiters.get(stream_id)

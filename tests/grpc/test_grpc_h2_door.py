@@ -10,96 +10,22 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 import pytest
-from door_harness import SERVICE, MakeGateway, channel_to, grpc_route
+from door_harness import SERVICE, WAIT, MakeGateway, channel_to, grpc_route, raw_client
+from door_harness import framed as _framed
+from door_harness import grpc_request as _request
 from interop_server import Backend
 
 from edge.call import Call
-from edge.server import Gateway
-
-WAIT = 5.0
 
 
 @pytest.fixture
 def grpc_engine() -> str:
     return "h2"
-
-
-class RawClient:
-    """One HTTP/2 connection to the door, read until a stream ends."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        self.conn.initiate_connection()
-        self.writer.write(self.conn.data_to_send())
-
-    def send(self, headers: list[tuple[str, str]], body: bytes | None = None, end: bool = True) -> int:
-        stream = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream, headers, end_stream=body is None and end)
-        if body is not None:
-            self.conn.send_data(stream, body, end_stream=end)
-        self.writer.write(self.conn.data_to_send())
-        return stream
-
-    async def answer(self, stream: int) -> tuple[dict[str, str], bytes, dict[str, str]]:
-        """Response headers, DATA and trailers of one stream (trailers-only answers come as headers)."""
-        headers: dict[str, str] = {}
-        trailers: dict[str, str] = {}
-        data = b""
-        async with asyncio.timeout(WAIT):
-            while True:
-                chunk = await self.reader.read(65536)
-                assert chunk, "the door closed the connection"
-                for event in self.conn.receive_data(chunk):
-                    if getattr(event, "stream_id", None) != stream:
-                        continue
-                    if isinstance(event, h2.events.ResponseReceived):
-                        headers = dict(event.headers)
-                    elif isinstance(event, h2.events.TrailersReceived):
-                        trailers = dict(event.headers)
-                    elif isinstance(event, h2.events.DataReceived):
-                        data += event.data
-                        self.conn.acknowledge_received_data(event.flow_controlled_length, stream)
-                    elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
-                        self.writer.write(self.conn.data_to_send())
-                        return headers, data, trailers
-                self.writer.write(self.conn.data_to_send())
-
-
-@asynccontextmanager
-async def raw_client(gateway: Gateway) -> AsyncIterator[RawClient]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.ports["grpc"])
-    try:
-        yield RawClient(reader, writer)
-    finally:
-        writer.close()
-
-
-def _request(path: str, **extra: str) -> list[tuple[str, str]]:
-    return [
-        (":method", extra.pop("method", "POST")),
-        (":scheme", "http"),
-        (":path", path),
-        (":authority", "edge.test"),
-        ("content-type", extra.pop("content_type", "application/grpc")),
-        ("te", "trailers"),
-        *extra.items(),
-    ]
-
-
-def _framed(message: bytes, compressed: bool = False) -> bytes:
-    return (b"\x01" if compressed else b"\x00") + len(message).to_bytes(4, "big") + message
 
 
 EMPTY_CALL = f"/{SERVICE}/EmptyCall"

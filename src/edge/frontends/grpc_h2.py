@@ -18,6 +18,33 @@ services (health, server reflection) are grpcio's servicers, called here
 through `own_services.py`. TLS is `ssl` with ALPN h2, so a listener can ask
 for an optional client certificate and set a minimum TLS version, and the
 certificate reloads like the HTTP listener's.
+
+Against hostile or broken callers (tests/grpc/test_grpc_h2_abuse.py): a
+caller that resets calls before their answer, or opens streams past the
+limit, more than `RESET_BURST` at once or `RESET_RATE` a second after that
+(a token bucket) is sent GOAWAY ENHANCE_YOUR_CALM and cut off (HTTP/2
+Rapid Reset, CVE-2023-44487: each stream may start a call; nghttp2 allows a
+burst of 1000 and 33 a second, Envoy half of 500 streams, nginx 2x the
+stream limit per read). A caller that does not read stops being read
+(edge.http2). More than `limits.max_headers` header fields, or one longer than
+`limits.max_header_line`, end the call with RESOURCE_EXHAUSTED as the HTTP
+door answers 431; a header block above 64 KiB ends the connection
+(GOAWAY ENHANCE_YOUR_CALM, from h2). A connection must send its preface and
+SETTINGS within `HANDSHAKE_TIMEOUT` (grpc-core's server allows 120 s for the
+whole handshake, TLS included; asyncio's TLS handshake has its own 60 s), and
+one without calls for `IDLE_TIMEOUT` is sent GOAWAY and closed (Envoy's
+default; grpc-core keeps idle connections and pings them every 2 hours;
+gRPC clients reconnect on their next call). grpc-core's PING strike rule
+(GOAWAY after pings more often than every 5 minutes) is not copied: pings
+cost a read's worth of CPU and are bounded like any other frame.
+
+Flow control: a streamed call's window reopens as its messages are taken,
+so a slow upstream holds the caller back; bytes of a message not yet whole
+are returned as they come while no whole message waits (else a few large
+messages on concurrent streams could exhaust the connection window with no
+message ending: a deadlock), up to `PARTIAL_BUDGET` a connection; a unary
+call's second message ends it. When a stream ends, whatever it had not
+returned is.
 """
 
 from __future__ import annotations
@@ -32,6 +59,7 @@ from contextlib import suppress
 from typing import Any
 
 import h2.events
+import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
@@ -52,7 +80,7 @@ from edge.grpc_wire import (
     parse_timeout,
     quote_message,
 )
-from edge.http2 import H2Protocol, StreamClosed
+from edge.http2 import WINDOW, H2Protocol, StreamClosed, StreamRefused
 
 log = logging.getLogger("edge.grpc")
 
@@ -61,6 +89,15 @@ DataReceived = h2.events.DataReceived
 StreamEnded = h2.events.StreamEnded
 StreamReset = h2.events.StreamReset
 ConnectionTerminated = h2.events.ConnectionTerminated
+RemoteSettingsChanged = h2.events.RemoteSettingsChanged
+
+HANDSHAKE_TIMEOUT = 20.0  # seconds from accept to the caller's SETTINGS
+IDLE_TIMEOUT = 3600.0  # seconds a connection may stay without calls
+MAX_STREAMS = 1000  # MAX_CONCURRENT_STREAMS the door advertises
+RESET_BURST = 2 * MAX_STREAMS  # streams the caller may reset (or open past the limit) at once ...
+RESET_RATE = MAX_STREAMS / 10  # ... and a second after that
+CALM_LINGER = 1.0  # seconds a caller sent ENHANCE_YOUR_CALM has to read it before the connection is cut
+PARTIAL_BUDGET = WINDOW  # bytes of unfinished messages a connection returns ahead of their message
 
 # Request headers that are HTTP/2 or gRPC framing, not the caller's metadata.
 NOT_METADATA = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
@@ -73,6 +110,7 @@ class GrpcStream:
     """One call on one HTTP/2 stream: the caller's messages in, the reply out."""
 
     __slots__ = (
+        "advanced",
         "connection",
         "deframer",
         "ended",
@@ -105,19 +143,56 @@ class GrpcStream:
         self.failed: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
-        self.unacked = 0
+        self.unacked = 0  # flow-controlled bytes received and not yet returned to the caller
+        self.advanced = 0  # bytes returned ahead of the unfinished message they belong to
         self.responded = False
         self.held: bytes | None = None
 
     # the caller's side
 
     def received(self, data: bytes, flow: int) -> None:
-        self.messages.extend(self.deframer.feed(data))
-        if self.unary_request:
-            self.connection.conn.acknowledge_received_data(flow, self.id)
-        else:
-            self.unacked += flow
+        """Raises `WireError` for a malformed message, or a unary call's second one."""
+        self.unacked += flow
+        messages = self.deframer.feed(data)
+        if messages:
+            if self.advanced:
+                self.connection.refund(self)  # the message they were part of is whole now
+            self.messages.extend(messages)
+            if self.unary_request and len(self.messages) > 1:
+                raise WireError("a unary call carried more than one message", status=Status.INTERNAL)
             self._wake()
+        elif not self.messages:
+            self.return_window()
+
+    def give_back(self) -> None:
+        """Return every received byte to the caller's windows."""
+        if self.unacked:
+            self.connection.acknowledge(self.id, self.unacked)
+            self.unacked = 0
+
+    def return_window(self) -> None:
+        """No whole message is queued: the bytes held are consumed, or part of a message that needs the rest.
+
+        Those of an unfinished message go back within the connection's
+        `PARTIAL_BUDGET`; past it they wait until another stream's message
+        ends or its stream does (`GrpcH2Connection.refund`).
+        """
+        if not self.unacked:
+            return
+        if self.deframer.pending:
+            connection = self.connection
+            if connection.advanced + self.unacked > PARTIAL_BUDGET:
+                connection.starved.add(self)
+                return
+            connection.advanced += self.unacked
+            self.advanced += self.unacked
+        self.give_back()
+
+    def release(self) -> None:
+        """The stream is done: what it holds goes back to the connection window and the budget."""
+        self.give_back()
+        if self.advanced:
+            self.connection.refund(self)
 
     def finished(self) -> None:
         self.ended = True
@@ -136,9 +211,8 @@ class GrpcStream:
         while True:
             if self.messages:
                 message = self.messages.popleft()
-                if self.unacked and not self.messages:
-                    connection.acknowledge(self.id, self.unacked)
-                    self.unacked = 0
+                if not self.messages:
+                    self.return_window()
                 yield message
             elif self.ended:
                 return
@@ -232,27 +306,42 @@ class GrpcH2Connection(H2Protocol):
     """One caller's HTTP/2 connection: a `GrpcStream` per call, each call its own task."""
 
     def __init__(self, listener: GrpcH2Listener) -> None:
-        super().__init__(client_side=False)
+        super().__init__(client_side=False, max_concurrent_streams=MAX_STREAMS)
         self.listener = listener
         self.door = listener.door
+        self.limits = listener.limits
         self.streams: dict[int, GrpcStream] = {}
         self.peer = Peer("unknown")
         self.loop = asyncio.get_running_loop()
         self.draining = False
+        self.calmed = False
+        self.advanced = 0  # bytes of unfinished messages returned ahead (`GrpcStream.return_window`)
+        self.starved: set[GrpcStream] = set()  # streams holding such bytes back for want of budget
+        self._greeted = False
+        self._idle_since = self.loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._resets = float(RESET_BURST)
+        self._resets_at = self._idle_since
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.peer = _peer(transport, self.listener.door.scheme == "https")
         self.listener.connections.add(self)
+        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._due)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._timer is not None:
+            self._timer.cancel()
         for stream in list(self.streams.values()):
             self._cancel(stream)
         self.streams.clear()
+        self.starved.clear()
         self.listener.forget(self)
 
     def handle_event(self, event: Any) -> None:
+        if self.calmed:
+            return
         kind = type(event)
         if kind is DataReceived:
             stream = self.streams.get(event.stream_id)
@@ -276,9 +365,18 @@ class GrpcH2Connection(H2Protocol):
                 if stream.task is None:
                     self._start_unary(stream)
         elif kind is StreamReset:
-            stream = self.streams.pop(event.stream_id, None)
+            stream = self.streams.get(event.stream_id)
             if stream is not None:
+                self._forget(stream)
                 self._cancel(stream)
+                self._count_reset()
+        elif kind is StreamRefused:
+            self._count_reset()
+        elif kind is RemoteSettingsChanged and not self._greeted:
+            self._greeted = True
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(IDLE_TIMEOUT, self._due)
         elif kind is ConnectionTerminated:
             self.draining = True
             if not self.streams:
@@ -293,8 +391,13 @@ class GrpcH2Connection(H2Protocol):
         encoding = None
         timeout = None
         pairs: list[tuple[str, MetaValue]] = []
+        longest = pseudo = 0
         for name, value in event.headers:
+            size = len(name) + len(value)
+            if size > longest:
+                longest = size
             if name[0] == ":":
+                pseudo += 1
                 if name == ":path":
                     path = value
                 elif name == ":method":
@@ -310,17 +413,23 @@ class GrpcH2Connection(H2Protocol):
                 pairs.append((name, self.door.binary(name, value)))
             else:
                 pairs.append((name, value))
-        stream = GrpcStream(self, stream_id, path, Deframer(self.listener.limits.max_grpc_message, encoding))
-        if method != "POST" or not content_type.startswith("application/grpc"):
-            self._refuse_http(stream_id, 405 if method != "POST" else 415)
-            return
+        stream = GrpcStream(self, stream_id, path, Deframer(self.limits.max_grpc_message, encoding))
+        try:
+            if method != "POST" or not content_type.startswith("application/grpc"):
+                self._refuse_http(stream_id, 405 if method != "POST" else 415)
+                return
+            problem = self._headers_problem(len(event.headers) - pseudo, longest)
+            if problem is None and encoding is not None and encoding not in ENCODINGS:
+                problem = Status.UNIMPLEMENTED, f"grpc-encoding {encoding} is not supported (use {ACCEPT_ENCODING})"
+            if problem is not None:
+                stream.answer(*problem)
+                self.reset(stream_id, ErrorCodes.NO_ERROR)
+                return
+        except StreamClosed:
+            return  # the caller reset the stream in the same read
         stream.metadata = Metadata(pairs)
         stream.timeout = timeout
         self.streams[stream_id] = stream
-        if encoding is not None and encoding not in ENCODINGS:
-            stream.answer(Status.UNIMPLEMENTED, f"grpc-encoding {encoding} is not supported (use {ACCEPT_ENCODING})")
-            self.streams.pop(stream_id, None)
-            return
         handler = self.door.handler(path)
         if handler is not None:
             stream.task = self.loop.create_task(self._run(stream, handler(stream)))
@@ -331,13 +440,30 @@ class GrpcH2Connection(H2Protocol):
             stream.unary_response = self.door.unary_response(path)
             stream.task = self.loop.create_task(self._run(stream, self.door.stream(stream)))
 
+    def _headers_problem(self, fields: int, longest: int) -> tuple[Status, str] | None:
+        """`limits.max_headers` and `max_header_line` as the HTTP door applies them (431 there).
+
+        Pseudo-headers are the request line: they count towards the line length, not the fields.
+        """
+        limits = self.limits
+        if fields > limits.max_headers:
+            return Status.RESOURCE_EXHAUSTED, f"{fields} header fields, more than the limit of {limits.max_headers}"
+        if longest + 2 > limits.max_header_line:
+            return Status.RESOURCE_EXHAUSTED, f"a header field is longer than {limits.max_header_line} bytes"
+        return None
+
     def _start_unary(self, stream: GrpcStream) -> None:
         if len(stream.messages) != 1:
             count = len(stream.messages)
-            stream.answer(Status.INTERNAL if count else Status.UNIMPLEMENTED, f"a unary call carried {count} messages")
-            self.streams.pop(stream.id, None)
+            self._forget(stream)
+            with suppress(StreamClosed):
+                stream.answer(
+                    Status.INTERNAL if count else Status.UNIMPLEMENTED, f"a unary call carried {count} messages"
+                )
             return
-        stream.task = self.loop.create_task(self._run(stream, self.door.unary_call(stream, stream.messages.popleft())))
+        message = stream.messages.popleft()
+        stream.give_back()
+        stream.task = self.loop.create_task(self._run(stream, self.door.unary_call(stream, message)))
 
     async def _run(self, stream: GrpcStream, work: Any) -> None:
         try:
@@ -357,22 +483,75 @@ class GrpcH2Connection(H2Protocol):
             with suppress(StreamClosed):
                 stream.answer(Status.INTERNAL, "internal error")
         finally:
-            self.streams.pop(stream.id, None)
+            self._forget(stream)
             if self.draining and not self.streams:
                 self.flush()
                 self.close()
 
+    def _forget(self, stream: GrpcStream) -> None:
+        """The stream leaves the table; the window its unread bytes hold goes back to the caller."""
+        if self.streams.pop(stream.id, None) is None:
+            return
+        self.starved.discard(stream)
+        stream.release()
+        if not self.streams:
+            self._idle_since = self.loop.time()
+
+    def refund(self, stream: GrpcStream) -> None:
+        """`stream`'s bytes returned ahead are accounted for: the budget they held may go to a starved stream."""
+        self.advanced -= stream.advanced
+        stream.advanced = 0
+        if self.starved:
+            starved, self.starved = self.starved, set()
+            for other in starved:
+                if other.id in self.streams and not other.messages:
+                    other.return_window()
+
     def _fail(self, stream: GrpcStream, error: EdgeError) -> None:
         """The caller framed a message wrongly or too large: the call ends with the error's status."""
-        self.streams.pop(stream.id, None)
+        self._forget(stream)
         self._cancel(stream)
-        stream.answer(error.status, error.message)
+        with suppress(StreamClosed):
+            stream.answer(error.status, error.message)
         self.reset(stream.id, ErrorCodes.NO_ERROR)
 
     def _cancel(self, stream: GrpcStream) -> None:
         stream.failed = ConnectionResetError("the caller reset the stream")
         if stream.task is not None:
             stream.task.cancel()
+
+    def _count_reset(self) -> None:
+        """A stream the caller reset before its answer, or opened past the limit: Rapid Reset past the budget."""
+        now = self.loop.time()
+        self._resets = min(RESET_BURST, self._resets + (now - self._resets_at) * RESET_RATE) - 1
+        self._resets_at = now
+        if self._resets < 0:
+            self._calm()
+
+    def _calm(self) -> None:
+        log.warning("grpc caller %s resets streams faster than allowed; GOAWAY ENHANCE_YOUR_CALM", self.peer.address)
+        self.calmed = self.draining = True
+        with suppress(h2.exceptions.ProtocolError):
+            self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
+        for stream in list(self.streams.values()):
+            self._forget(stream)
+            self._cancel(stream)
+        self.hang_up(CALM_LINGER)
+
+    def _due(self) -> None:
+        """The handshake deadline, then the idle check: a connection without calls for `IDLE_TIMEOUT` goes away."""
+        self._timer = None
+        if self.closed or self.draining:
+            return
+        if not self._greeted:
+            log.info("grpc caller %s sent no HTTP/2 preface within %g s; closing", self.peer.address, HANDSHAKE_TIMEOUT)
+            self.abort()
+            return
+        idle = 0.0 if self.streams else self.loop.time() - self._idle_since
+        if idle < IDLE_TIMEOUT:
+            self._timer = self.loop.call_later(IDLE_TIMEOUT - idle, self._due)
+            return
+        self.shut_down()
 
     def _refuse_http(self, stream_id: int, status: int) -> None:
         message = "gRPC calls are POST requests" if status == 405 else "content-type must be application/grpc"

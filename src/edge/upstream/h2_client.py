@@ -12,11 +12,9 @@ Two things are done beside h2 rather than through it, both measured or
 needed. A request's headers go to h2 as one header block the caller has
 joined from `header_field`s (HPACK literals, edge.hpack_literals), so its
 fixed headers are encoded once per endpoint and its path once per path:
-HPACK encoding was the largest cost of a proxied call's client side. And h2 treats a
-received GOAWAY as the end of the connection (it drops queued frames and
-refuses every later frame), which would fail the calls a gracefully
-restarting gRPC server still answers; `_DrainingH2Connection` keeps the
-connection open for them.
+HPACK encoding was the largest cost of a proxied call's client side. A
+server's GOAWAY lets the streams it accepted finish
+(`edge.http2.LingeringH2Connection`).
 """
 
 from __future__ import annotations
@@ -29,11 +27,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-import h2.connection
 import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
 
 from edge.config.gateway import GrpcKeepalive
 from edge.hpack_literals import SENSITIVE, LiteralEncoder, encode_field
@@ -101,27 +97,10 @@ class _BlockEncoder(LiteralEncoder):
         return block
 
 
-class _DrainingH2Connection(h2.connection.H2Connection):
-    """An `H2Connection` that keeps working for the streams a GOAWAY lets finish."""
-
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[h2.events.Event]]:
-        event = h2.events.ConnectionTerminated()
-        try:
-            event.error_code = ErrorCodes(frame.error_code)
-        except ValueError:
-            event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
-
-
 class H2ClientConnection(H2Protocol):
     def __init__(self, keepalive: GrpcKeepalive | None, on_close: Callable[[H2ClientConnection], None]) -> None:
         super().__init__(client_side=True)
-        draining = _DrainingH2Connection(self.conn.config)
-        draining.local_settings = self.conn.local_settings
-        draining.encoder = _BlockEncoder()
-        self.conn = draining
+        self.conn.encoder = _BlockEncoder()
         self.loop = self._loop
         self.streams: dict[int, StreamHandler] = {}
         self.ready: asyncio.Future[None] = self._loop.create_future()
