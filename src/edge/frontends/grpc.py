@@ -22,7 +22,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -186,20 +186,9 @@ class _Exchange:
             call.bytes_out += len(body)
             self.response = body
             return 1
-        count = 0
-        messages = aiter(_one(body) if isinstance(body, bytes) else body)
-        try:
-            async for message in messages:
-                count += 1
-                call.bytes_out += len(message)
-                if self.unary:
-                    self.response = message
-                else:
-                    await self.context.write(message)
-        finally:
-            close = getattr(messages, "aclose", None)
-            if close is not None:
-                await close()
+        count, last = await relay(call, body, None if self.unary else self.context.write)
+        if self.unary:
+            self.response = last
         return count
 
     def _end(self, status: Status, message: str, trailers: Sequence[tuple[str, MetaValue]]) -> None:
@@ -239,6 +228,30 @@ def status_details(denial: Denial) -> bytes | None:
         return None
     status = status_pb2.Status(code=denial.status.value, message=denial.message, details=packed)
     return bytes(status.SerializeToString())
+
+
+async def relay(call: Call, body: Body, send: Callable[[bytes], Awaitable[None]] | None) -> tuple[int, bytes | None]:
+    """A reply's messages to the caller as they come (`send`), counted; with no `send`, the last one is kept.
+
+    A unary response (no `send`) goes out only once the upstream has ended
+    the call, since a count other than one is then the caller's error.
+    """
+    count = 0
+    last = None
+    messages = aiter(_one(body) if isinstance(body, bytes) else body)
+    try:
+        async for message in messages:
+            count += 1
+            call.bytes_out += len(message)
+            if send is None:
+                last = message
+            else:
+                await send(message)
+    finally:
+        close = getattr(messages, "aclose", None)
+        if close is not None:
+            await close()
+    return count, last
 
 
 async def _one(message: bytes) -> AsyncIterator[bytes]:

@@ -56,6 +56,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 import h2.events
@@ -67,7 +68,7 @@ from edge.call import Call, Denial, Metadata, MetaValue, Peer, Reply
 from edge.config.gateway import Limits
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
-from edge.frontends.grpc import NO_MESSAGE, GrpcDoor, denial_trailers, grpc_call, with_gateway_keys
+from edge.frontends.grpc import NO_MESSAGE, GrpcDoor, denial_trailers, grpc_call, relay, with_gateway_keys
 from edge.frontends.own_services import OwnServices
 from edge.grpc_wire import (
     ACCEPT_ENCODING,
@@ -235,7 +236,8 @@ class GrpcStream:
             self.end(reply.status, reply.message, reply.trailers)
             return
         try:
-            count = await self._relay(call, body)
+            send = None if self.unary_response else partial(connection.send_message, self.id)
+            count, self.held = await relay(call, body, send)
         except EdgeError as error:
             log.warning("request %s: %s; ending the call", call.request_id, error.message)
             call.decisions["aborted"] = error.message
@@ -254,24 +256,6 @@ class GrpcStream:
         if not self.responded:
             self.responded = True
             self.connection.send_headers(self.id, [*RESPONSE_HEAD, *headers])
-
-    async def _relay(self, call: Call, body: bytes | Any) -> int:
-        connection = self.connection
-        count = 0
-        messages = aiter(_one(body) if isinstance(body, bytes) else body)
-        try:
-            async for message in messages:
-                count += 1
-                call.bytes_out += len(message)
-                if self.unary_response:
-                    self.held = message
-                else:
-                    await connection.send_message(self.id, message)
-        finally:
-            close = getattr(messages, "aclose", None)
-            if close is not None:
-                await close()
-        return count
 
     def end(self, status: Status, message: str, trailers: Sequence[tuple[str, MetaValue]]) -> None:
         """The trailers after the response headers: status, message, trailing metadata; the stream ends."""
@@ -296,10 +280,6 @@ class GrpcStream:
         if message:
             block.append(("grpc-message", quote_message(message)))
         self.connection.send_headers(self.id, [*block, *encode_metadata(trailers)], end_stream=True)
-
-
-async def _one(message: bytes) -> AsyncIterator[bytes]:
-    yield message
 
 
 class GrpcH2Connection(H2Protocol):
