@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -175,3 +176,15 @@ async def test_a_minimum_tls_version(pki: SimpleNamespace, make_gateway: MakeGat
         )
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
         writer.close()
+
+
+async def test_accepted_connections_have_tcp_keepalive(backend: Backend, make_gateway: MakeGateway) -> None:
+    """A caller that vanishes with calls open is found by the kernel's keepalive probes (timer 2 in /proc/net/tcp)."""
+    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+        await client.answer(client.send(_request(EMPTY_CALL), _framed(b"")))
+        port = f"{gateway.ports['grpc']:04X}"
+        table = await asyncio.to_thread(Path("/proc/net/tcp").read_text)
+        rows = [line.split() for line in table.splitlines()[1:]]
+        accepted = [row for row in rows if row[1].endswith(f":{port}") and row[3] == "01"]
+    assert accepted, "the accepted connection is not in /proc/net/tcp"
+    assert all(row[5].split(":")[0] == "02" for row in accepted)

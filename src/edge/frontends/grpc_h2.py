@@ -34,7 +34,10 @@ SETTINGS within `HANDSHAKE_TIMEOUT` (grpc-core's server allows 120 s for the
 whole handshake, TLS included; asyncio's TLS handshake has its own 60 s), and
 one without calls for `IDLE_TIMEOUT` is sent GOAWAY and closed (Envoy's
 default; grpc-core keeps idle connections and pings them every 2 hours;
-gRPC clients reconnect on their next call). grpc-core's PING strike rule
+gRPC clients reconnect on their next call). A caller that vanishes while its
+calls stay open (a long Watch) is found by TCP keepalive on every accepted
+socket, the kernel's probes after 2 hours idle, where grpc-core's server
+pings after 2 hours. grpc-core's PING strike rule
 (GOAWAY after pings more often than every 5 minutes) is not copied: pings
 cost a read's worth of CPU and are bounded like any other frame.
 
@@ -307,6 +310,10 @@ class GrpcH2Connection(H2Protocol):
         super().connection_made(transport)
         self.peer = _peer(transport, self.listener.door.scheme == "https")
         self.listener.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._due)
 
     def connection_lost(self, exc: Exception | None) -> None:
