@@ -27,7 +27,7 @@ from edge.config.gateway import Upstream as UpstreamConfig
 from edge.errors import Status, UpstreamTimeout, UpstreamUnavailable
 from edge.upstream import Upstream
 from edge.upstream.grpc import GrpcUpstream
-from edge.upstream.grpc_h2 import GrpcH2Upstream
+from edge.upstream.grpc_h2 import REFUSED_RETRIES, GrpcH2Upstream
 from tests.certs import issue_cert, make_ca
 from tests.net import free_port
 from tests.upstream.grpc_backend import EchoBackend, start_echo
@@ -235,8 +235,10 @@ async def test_a_request_message_above_the_limit_never_leaves(
     body: Body = stream_of(bytes(2000)) if streamed else bytes(2000)
     reply = await send(upstream, grpc_call("Collect" if streamed else "Unary", body, unary=not streamed))
     assert await drained(reply) == []
-    grpc_aio_streamed = streamed and make_upstream.kind == "grpc.aio"  # type: ignore[attr-defined]
-    assert reply.status is (Status.INTERNAL if grpc_aio_streamed else Status.RESOURCE_EXHAUSTED)
+    if streamed and make_upstream.kind == "grpc.aio":  # type: ignore[attr-defined]
+        assert reply.status in (Status.INTERNAL, Status.RESOURCE_EXHAUSTED)  # grpc-core's answer depends on timing
+    else:
+        assert reply.status is Status.RESOURCE_EXHAUSTED
     assert echo.seen.metadata == [] or streamed
 
 
@@ -464,15 +466,25 @@ def refuse_first(how: str) -> Script:
 
 
 @pytest.mark.parametrize("how", ["rst", "goaway"])
-async def test_a_stream_the_server_refused_is_retried_once(
-    make_upstream: MakeUpstream, scripted: Any, how: str
-) -> None:
+async def test_a_stream_the_server_refused_is_retried(make_upstream: MakeUpstream, scripted: Any, how: str) -> None:
     if make_upstream.kind == "grpc.aio" and how == "rst":  # type: ignore[attr-defined]
         pytest.xfail("grpc-core gives up on a REFUSED_STREAM: UNAVAILABLE")
     server, endpoint = await scripted(refuse_first(how))
     reply = await send(make_upstream(endpoint), grpc_call("Unary", b"x"))
     assert (reply.status, reply.body) == (Status.OK, b"second try")
     assert server.count == 2
+
+
+async def test_a_server_that_refuses_every_stream_gets_a_bounded_number_of_tries(
+    make_h2: MakeUpstream, scripted: Any
+) -> None:
+    def refuse(peer: ServerPeer, stream_id: int, number: int) -> None:
+        peer.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+
+    server, endpoint = await scripted(refuse)
+    reply = await send(make_h2(endpoint), grpc_call("Unary", b"x"))
+    assert reply.status is Status.UNAVAILABLE and "reset the stream" in reply.message
+    assert server.count == REFUSED_RETRIES + 1
 
 
 async def test_streams_in_flight_finish_after_a_graceful_goaway(make_h2: MakeUpstream, scripted: Any) -> None:

@@ -12,7 +12,9 @@ What grpcio kept in C is written here, kept small: the gRPC call over one
 HTTP/2 stream (`GrpcExchange`: headers, length-prefixed messages, status from
 trailers or a trailers-only answer, the spec's mapping of HTTP answers and
 RST_STREAM codes to statuses), connecting and endpoint choice (`_Origin`),
-retrying once a stream the server never saw (GOAWAY, REFUSED_STREAM), and
+retrying a stream the server never saw (GOAWAY, REFUSED_STREAM: up to
+`REFUSED_RETRIES` times, as grpc-core retries such streams transparently;
+grpc-core servers refuse streams for a moment after the limit freed up), and
 flow control that follows the consumer of a streamed reply. The HTTP/2
 connection itself (stream table, MAX_CONCURRENT_STREAMS, GOAWAY, keepalive,
 deadlines) is `h2_client.H2ClientConnection`; the wire pieces are
@@ -53,6 +55,7 @@ log = logging.getLogger("edge.upstream.grpc")
 
 USER_AGENT = f"edge/{__version__}"
 PATH_CACHE_SIZE = 4096
+REFUSED_RETRIES = 5
 
 
 class GrpcH2Upstream:
@@ -79,7 +82,7 @@ class GrpcH2Upstream:
         body = call.body
         if isinstance(body, bytes) and len(body) > self._max_message:
             return _too_large(len(body), self._max_message)
-        for attempt in (0, 1):
+        for attempt in range(REFUSED_RETRIES + 1):
             origin, conn = await self._connection(call, when)
             timeout = header_field("grpc-timeout", format_timeout(when - loop.time()))
             headers = path + origin.head + timeout + metadata
@@ -88,9 +91,9 @@ class GrpcH2Upstream:
                 reply = await self._unary(conn, exchange, headers, body)  # type: ignore[arg-type]
             else:
                 reply = await self._streaming(conn, exchange, headers, body)
-            if not (exchange.refused and attempt == 0 and isinstance(body, bytes)):
+            if not (exchange.refused and attempt < REFUSED_RETRIES and isinstance(body, bytes)):
                 return reply
-            log.info("upstream %s refused a stream before answering; retrying on a new one", self.name)
+            log.debug("upstream %s refused a stream before answering; retrying it", self.name)
         raise AssertionError("unreachable")
 
     async def _unary(self, conn: H2ClientConnection, exchange: GrpcExchange, headers: bytes, body: bytes) -> Reply:
