@@ -81,7 +81,7 @@ async def stream_of(*messages: bytes) -> AsyncIterator[bytes]:
 
 def _factory(kind: str, made: list[Upstream]) -> MakeUpstream:
     def make(*endpoints: str, limits: Limits | None = None, **config: Any) -> Upstream:
-        settings = {"endpoints": list(endpoints), "connect_timeout": 2.0, "timeout": 10.0, **config}
+        settings = {"endpoints": list(endpoints), "connect_timeout": 5.0, "timeout": 10.0, **config}
         upstream: Upstream = CLIENTS[kind]("test", UpstreamConfig.model_validate(settings), limits or Limits())
         made.append(upstream)
         return upstream
