@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hpack
 import hpack.hpack
+import pytest
 
-from edge.hpack_literals import LiteralEncoder, cache_huffman_decoding, encode_field
+from edge.hpack_literals import LeanDecoder, LiteralEncoder, cache_huffman_decoding, encode_field
 
 HEADERS = [
     (b":status", b"200"),
@@ -54,3 +55,38 @@ def test_huffman_decoding_is_cached_and_still_right() -> None:
     for _ in range(2):
         assert hpack.Decoder().decode(coded, raw=True) == [(b"authorization", b"Bearer " + b"a1b2" * 150)]
     assert getattr(hpack.hpack.decode_huffman, "cached", False)
+
+
+def _blocks() -> list[bytes]:
+    """Blocks from hpack's own encoder: static and dynamic indexes, literals indexed or not, Huffman, a size update."""
+    encoder = hpack.Encoder()
+    token = b"Bearer " + b"x" * 300
+    lists = [
+        [(b":method", b"POST"), (b":path", b"/a.B/C"), (b"te", b"trailers"), (b"authorization", token, True)],
+        [(b":method", b"POST"), (b":path", b"/a.B/C"), (b"x-new", b"1"), (b"authorization", token, True)],
+        [(b":method", b"GET"), (b":path", b"/a.B/C"), (b"x-new", b"2"), (b"x-big", b"y" * 300)],
+    ]
+    blocks = [encoder.encode(headers) for headers in lists * 3]
+    encoder.header_table_size = 256
+    blocks.append(encoder.encode(lists[0]))
+    return blocks
+
+
+def test_the_lean_decoder_reads_what_hpacks_decoder_reads() -> None:
+    lean, reference = LeanDecoder(), hpack.Decoder()
+    for block in _blocks():
+        got, expected = lean.decode(block, raw=True), reference.decode(block, raw=True)
+        assert got == expected
+        assert [type(h) for h in got] == [type(h) for h in expected]  # never-indexed fields stay marked
+        assert lean.header_table.dynamic_entries == reference.header_table.dynamic_entries
+
+
+def test_the_lean_decoder_refuses_what_hpack_refuses() -> None:
+    with pytest.raises(hpack.InvalidTableIndex):
+        LeanDecoder().decode(b"\xc0", raw=True)  # index 64: past the static table, nothing dynamic yet
+    small = LeanDecoder()
+    small.max_header_list_size = 40
+    with pytest.raises(hpack.OversizedHeaderListError):
+        small.decode(b"\x82\x84", raw=True)
+    with pytest.raises(hpack.HPACKDecodingError):
+        LeanDecoder().decode(b"\x82\x3f\xe1\x1f", raw=True)  # a table size update after a header

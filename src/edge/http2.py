@@ -40,7 +40,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from edge.hpack_literals import LiteralEncoder, cache_huffman_decoding
+from edge.hpack_literals import LeanDecoder, LiteralEncoder, cache_huffman_decoding
 
 log = logging.getLogger("edge.http2")
 
@@ -136,6 +136,9 @@ class H2Protocol(asyncio.Protocol):
         connection = LingeringH2Connection if client_side else ServerH2Connection
         self.conn = connection(configuration(client_side))
         self.conn.encoder = LiteralEncoder()
+        decoder = LeanDecoder()
+        decoder.max_header_list_size = self.conn.decoder.max_header_list_size
+        self.conn.decoder = decoder
         self.conn.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={
