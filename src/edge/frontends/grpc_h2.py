@@ -118,7 +118,6 @@ class GrpcStream:
         "connection",
         "deframer",
         "ended",
-        "failed",
         "held",
         "id",
         "messages",
@@ -144,7 +143,6 @@ class GrpcStream:
         self.unary_response = False
         self.messages: deque[bytes] = deque()
         self.ended = False
-        self.failed: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.unacked = 0  # flow-controlled bytes received and not yet returned to the caller
@@ -503,7 +501,6 @@ class GrpcH2Connection(H2Protocol):
         self.reset(stream.id, ErrorCodes.NO_ERROR)
 
     def _cancel(self, stream: GrpcStream) -> None:
-        stream.failed = ConnectionResetError("the caller reset the stream")
         if stream.task is not None:
             stream.task.cancel()
 
