@@ -48,6 +48,7 @@ WINDOW = 1 << 24  # the stream and connection windows this side advertises
 MAX_HEADER_LIST = 1 << 16
 DEFAULT_WINDOW = 65535
 CLOSE_LINGER = 10.0  # seconds a closing connection may wait for its peer to read what is left
+TLS_CLOSE_LINGER = 1.0  # seconds a closing TLS connection waits for the peer's close_notify
 
 WindowUpdated = h2.events.WindowUpdated
 RemoteSettingsChanged = h2.events.RemoteSettingsChanged
@@ -298,13 +299,21 @@ class H2Protocol(asyncio.Protocol):
             waiter.set_exception(StreamClosed("the stream was reset"))
 
     def close(self) -> None:
-        """Close once what is written has left; a peer that does not read it is cut after `CLOSE_LINGER`."""
+        """Close once what is written has left; a peer that does not read it is cut after `CLOSE_LINGER`.
+
+        A TLS connection also waits for the peer's close_notify, which an idle
+        gRPC client may never send (grpc-core keeps its connections in a pool
+        past the channel's close): it is cut after `TLS_CLOSE_LINGER` instead
+        of holding a graceful stop for the whole drain timeout.
+        """
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return
         transport.close()
         if transport.get_write_buffer_size():
             self._linger = self._loop.call_later(CLOSE_LINGER, transport.abort)
+        elif transport.get_extra_info("ssl_object") is not None:
+            self._linger = self._loop.call_later(TLS_CLOSE_LINGER, transport.abort)
 
     def hang_up(self, linger: float) -> None:
         """Send what is written and end this side, discard what the peer still sends, cut after `linger` seconds.

@@ -54,15 +54,32 @@ async def test_a_gateway_does_not_share_a_taken_grpc_port(
                 pass
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "mutual-tls"])
 @pytest.mark.parametrize("engine", ["h2", "grpcio"])
 async def test_edge_serve_workers_answer_grpc(
-    engine: str, backend: Backend, pb: SimpleNamespace, tmp_path: Path, descriptor_dir: Path
+    engine: str,
+    tls: bool,
+    backend: Backend,
+    pb: SimpleNamespace,
+    pki: SimpleNamespace,
+    tmp_path: Path,
+    descriptor_dir: Path,
 ) -> None:
     """`edge serve --workers 2` as real processes, on the event loop they serve with (uvloop), both engines."""
     port = free_port()
     config = _settings(tmp_path / "serve", backend, descriptor_dir, port)
     settings = yaml.safe_load(config.read_text())
     settings["listeners"]["grpc"]["engine"] = engine
+    credentials = None
+    if tls:
+        edge, agent = pki.edge, pki.agent
+        settings["listeners"]["grpc"]["tls"] = {
+            "cert": str(edge.cert_path),
+            "key": str(edge.key_path),
+            "client_ca": str(pki.ca.cert_path),
+            "require_client_cert": True,
+        }
+        credentials = grpc.ssl_channel_credentials(pki.ca.cert_pem, agent.key_pem, agent.cert_pem)
     config.write_text(yaml.safe_dump(settings))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edge", "serve", "-c", str(config), "--workers", "2", stderr=asyncio.subprocess.PIPE
@@ -71,7 +88,7 @@ async def test_edge_serve_workers_answer_grpc(
         await wait_listening(port)
         target = SimpleNamespace(ports={"grpc": port})
         for _ in range(8):  # new connections each time, so the kernel spreads them over both workers
-            async with channel_to(target) as channel:  # type: ignore[arg-type]
+            async with channel_to(target, credentials, **{"grpc.ssl_target_name_override": "edge.test"}) as channel:  # type: ignore[arg-type]
                 call = pb.test_grpc.TestServiceStub(channel).EmptyCall(pb.empty.Empty(), timeout=WAIT)
                 assert await call.code() == grpc.StatusCode.OK
     finally:
