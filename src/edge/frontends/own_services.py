@@ -21,7 +21,7 @@ from edge.routes import LiveTable
 from edge.transcode.descriptors import ProtoRegistry
 
 if TYPE_CHECKING:
-    from edge.frontends.grpc_h2 import GrpcStream
+    from edge.frontends.grpc_stream import GrpcStream
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 Handler = Callable[["GrpcStream"], Awaitable[None]]
