@@ -188,3 +188,10 @@ async def test_accepted_connections_have_tcp_keepalive(backend: Backend, make_ga
         accepted = [row for row in rows if row[1].endswith(f":{port}") and row[3] == "01"]
     assert accepted, "the accepted connection is not in /proc/net/tcp"
     assert all(row[5].split(":")[0] == "02" for row in accepted)
+
+
+async def test_a_unary_call_without_its_message_is_internal(backend: Backend, make_gateway: MakeGateway) -> None:
+    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+        headers, _, trailers = await client.answer(client.send(_request(EMPTY_CALL)))
+    assert {**headers, **trailers}["grpc-status"] == "13"
+    assert backend.servicer.records.calls == []

@@ -258,9 +258,7 @@ class GrpcH2Connection(H2Protocol):
             count = len(stream.messages)
             self._forget(stream)
             with suppress(StreamClosed):
-                stream.answer(
-                    Status.INTERNAL if count else Status.UNIMPLEMENTED, f"a unary call carried {count} messages"
-                )
+                stream.answer(Status.INTERNAL, f"a unary call carried {count} messages")  # grpc's cardinality violation
             return
         message = stream.messages.popleft()
         stream.give_back()
