@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+GRPC_MEMORY_SECONDS = 20
 PATH = "/v1/prescriptions/refill?rx=RX-42"
 GRPC_METHOD = "/bench.pharmacy.v1.Pharmacy/Refill"
 GRPC_REPLY = b"\n\x06QUEUED\x12\x0b03-Oct-2024"  # RefillReply{status, pickup}
@@ -442,6 +443,16 @@ def memory(supervisor: int, url: str, token: str, folder: Path, requests: int) -
     return seen
 
 
+def grpc_memory(supervisor: int, url: str, token: str, folder: Path, seconds: int) -> list[tuple[float, ...]]:
+    """RSS per gRPC-door worker (MiB) at start and after each of two h2load runs of `seconds` (connections churn)."""
+    workers = children(supervisor) or [supervisor]
+    seen = [tuple(rss_mib(pid) for pid in workers)]
+    for _ in range(2):
+        h2load(url, seconds, 16, 8, folder, (f"authorization: Bearer {token}",))
+        seen.append(tuple(rss_mib(pid) for pid in workers))
+    return seen
+
+
 def profile(config: Path, url: str, token: str, folder: Path, duration: float) -> list[str]:
     """cProfile of one full-pipeline gateway process under load; its top 10 functions by own time."""
     out = folder / "full-pipeline.prof"
@@ -705,6 +716,17 @@ def main() -> int:
                 growth = max(growth, grew)
                 print(f"  worker {i}: {column[0]:.1f}  {column[1]:.1f}  {column[2]:.1f}  (second half {grew:+.1%})")
             checks.append(verdict("memory growth over the second run (%)", growth * 100, 5, False, "%"))
+            seen = grpc_memory(gateways["grpc_edge"].pid, grpc_url["grpc_edge"], token, folder, GRPC_MEMORY_SECONDS)
+            print(
+                f"\nresident memory per gRPC-door worker (MiB): start, +{GRPC_MEMORY_SECONDS} s, +{GRPC_MEMORY_SECONDS} s"
+                " of h2load (new connections each run)"
+            )
+            growth = 0.0
+            for i, column in enumerate(zip(*seen, strict=True)):
+                grew = (column[2] - column[1]) / column[1]
+                growth = max(growth, grew)
+                print(f"  worker {i}: {column[0]:.1f}  {column[1]:.1f}  {column[2]:.1f}  (second half {grew:+.1%})")
+            checks.append(verdict("gRPC door memory growth over the second run (%)", growth * 100, 5, False, "%"))
         if not args.skip_profile and not args.only:
             single = edge_config(
                 folder,
