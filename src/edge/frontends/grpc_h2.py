@@ -67,6 +67,7 @@ from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
 from edge.frontends.grpc import GrpcDoor, grpc_call
 from edge.frontends.grpc_stream import STATUS_TEXT, GrpcStream
+from edge.frontends.open_connections import OpenConnections
 from edge.frontends.own_services import OwnServices
 from edge.grpc_wire import (
     ACCEPT_ENCODING,
@@ -467,9 +468,8 @@ class GrpcH2Listener:
         self.own = own
         self.limits = limits
         self.deadlines = Deadlines()
-        self.connections: set[GrpcH2Connection] = set()
+        self.connections: OpenConnections[GrpcH2Connection] = OpenConnections()
         self._server: asyncio.AbstractServer | None = None
-        self._all_gone: asyncio.Event | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         if ssl_context is not None:
@@ -478,9 +478,7 @@ class GrpcH2Listener:
         self._server = await loop.create_server(lambda: GrpcH2Connection(self), sock=sock, ssl=ssl_context)
 
     def forget(self, connection: GrpcH2Connection) -> None:
-        self.connections.discard(connection)
-        if not self.connections and self._all_gone is not None:
-            self._all_gone.set()
+        self.connections.forget(connection)
 
     async def aclose(self, drain_timeout: float) -> None:
         """Health says NOT_SERVING, GOAWAY to every caller, calls in flight get `drain_timeout`, then the rest are cut."""
@@ -488,15 +486,7 @@ class GrpcH2Listener:
             return
         await self.own.health.enter_graceful_shutdown()
         self._server.close()
-        self._all_gone = asyncio.Event()
-        for connection in list(self.connections):
-            connection.shut_down()
-        if self.connections:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(drain_timeout):
-                    await self._all_gone.wait()
-        for connection in list(self.connections):
-            connection.abort()
+        await self.connections.drain(drain_timeout)
         await self._server.wait_closed()
         self._server = None
         self.deadlines.close()

@@ -31,6 +31,7 @@ from edge.coalescing import WriteCoalescer
 from edge.config.gateway import Limits
 from edge.errors import BadRequest, Status
 from edge.frontends.h1_body import PAUSED_BODY, RequestStream
+from edge.frontends.open_connections import OpenConnections
 
 log = logging.getLogger("edge.http")
 
@@ -339,11 +340,10 @@ class H1Listener:
         self.handler = handler
         self.limits = limits
         self.error_reply = error_reply
-        self.connections: set[H1Connection] = set()
+        self.connections: OpenConnections[H1Connection] = OpenConnections()
         self.coalescer: WriteCoalescer | None = None
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._all_gone: asyncio.Event | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
@@ -352,9 +352,7 @@ class H1Listener:
         self._sweeper = loop.create_task(self._sweep(), name="http-keepalive-sweeper")
 
     def forget(self, connection: H1Connection) -> None:
-        self.connections.discard(connection)
-        if not self.connections and self._all_gone is not None:
-            self._all_gone.set()
+        self.connections.forget(connection)
 
     async def aclose(self, drain_timeout: float) -> None:
         """Stop accepting, let in-flight requests finish for up to `drain_timeout`, then cut the rest."""
@@ -365,15 +363,7 @@ class H1Listener:
             self._sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await self._sweeper
-        self._all_gone = asyncio.Event()
-        for connection in list(self.connections):
-            connection.shut_down()
-        if self.connections:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(drain_timeout):
-                    await self._all_gone.wait()
-        for connection in list(self.connections):
-            connection.abort()
+        await self.connections.drain(drain_timeout)
         await self._server.wait_closed()
         self._server = None
 
@@ -382,6 +372,6 @@ class H1Listener:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = loop.time()
-            for connection in list(self.connections):
+            for connection in self.connections:
                 if connection.idle_for(now) > KEEPALIVE_TIMEOUT:
                     connection.shut_down()
