@@ -443,6 +443,16 @@ def memory(supervisor: int, url: str, token: str, folder: Path, requests: int) -
     return seen
 
 
+def print_growth(seen: list[tuple[float, ...]]) -> float:
+    """Print each worker's three RSS readings; the largest growth over the second run, as a fraction."""
+    growth = 0.0
+    for i, column in enumerate(zip(*seen, strict=True)):
+        grew = (column[2] - column[1]) / column[1]
+        growth = max(growth, grew)
+        print(f"  worker {i}: {column[0]:.1f}  {column[1]:.1f}  {column[2]:.1f}  (second half {grew:+.1%})")
+    return growth
+
+
 def grpc_memory(supervisor: int, url: str, token: str, folder: Path, seconds: int) -> list[tuple[float, ...]]:
     """RSS per gRPC-door worker (MiB) at start and after each of two h2load runs of `seconds` (connections churn)."""
     workers = children(supervisor) or [supervisor]
@@ -710,22 +720,13 @@ def main() -> int:
             print(
                 f"\nresident memory per full-pipeline worker (MiB): start, +{args.memory_requests}, +{args.memory_requests}"
             )
-            growth = 0.0
-            for i, column in enumerate(zip(*seen, strict=True)):
-                grew = (column[2] - column[1]) / column[1]
-                growth = max(growth, grew)
-                print(f"  worker {i}: {column[0]:.1f}  {column[1]:.1f}  {column[2]:.1f}  (second half {grew:+.1%})")
-            checks.append(verdict("memory growth over the second run (%)", growth * 100, 5, False, "%"))
+            checks.append(verdict("memory growth over the second run (%)", print_growth(seen) * 100, 5, False, "%"))
             seen = grpc_memory(gateways["grpc_edge"].pid, grpc_url["grpc_edge"], token, folder, GRPC_MEMORY_SECONDS)
             print(
                 f"\nresident memory per gRPC-door worker (MiB): start, +{GRPC_MEMORY_SECONDS} s, +{GRPC_MEMORY_SECONDS} s"
                 " of h2load (new connections each run)"
             )
-            growth = 0.0
-            for i, column in enumerate(zip(*seen, strict=True)):
-                grew = (column[2] - column[1]) / column[1]
-                growth = max(growth, grew)
-                print(f"  worker {i}: {column[0]:.1f}  {column[1]:.1f}  {column[2]:.1f}  (second half {grew:+.1%})")
+            growth = print_growth(seen)
             checks.append(verdict("gRPC door memory growth over the second run (%)", growth * 100, 5, False, "%"))
         if not args.skip_profile and not args.only:
             single = edge_config(
