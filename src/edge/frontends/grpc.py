@@ -82,8 +82,7 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         """The handler of the kind the registry declares now; built once per method and kind."""
         path = details.method if isinstance(details.method, str) else details.method.decode()
-        method = self.registry.method(path)
-        streams = (True, True) if method is None else (method.client_streaming, method.server_streaming)
+        streams = method_kind(self.registry, path)
         key = (path, *streams)
         handler = self._handlers.get(key)
         if handler is None:
@@ -126,6 +125,12 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
         metadata = Metadata((m[0], m[1]) for m in context.invocation_metadata() or ())
         peer = _peer(context, self.scheme == "https")
         return grpc_call(self.table, self.forwarding, self.scheme, path, metadata, peer, context.time_remaining())
+
+
+def method_kind(registry: ProtoRegistry, path: str) -> tuple[bool, bool]:
+    """(client streaming, server streaming) as the registry declares it now; a method it does not know is bidi."""
+    method = registry.method(path)
+    return (True, True) if method is None else (method.client_streaming, method.server_streaming)
 
 
 def grpc_call(

@@ -65,7 +65,7 @@ from edge.call import Call, Metadata, MetaValue, Peer
 from edge.config.gateway import Limits
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
-from edge.frontends.grpc import GrpcDoor, grpc_call
+from edge.frontends.grpc import GrpcDoor, grpc_call, method_kind
 from edge.frontends.grpc_stream import STATUS_TEXT, GrpcStream
 from edge.frontends.open_connections import OpenConnections
 from edge.frontends.own_services import OwnServices
@@ -236,10 +236,10 @@ class GrpcH2Connection(H2Protocol):
         if handler is not None:
             stream.task = self.loop.create_task(self._run(stream, handler(stream)))
             return
-        unary = self.door.unary(path)
-        stream.unary_request = stream.unary_response = unary
-        if not unary:
-            stream.unary_response = self.door.unary_response(path)
+        client_streaming, server_streaming = self.door.kind(path)
+        stream.unary_request = not client_streaming and not server_streaming
+        stream.unary_response = not server_streaming
+        if not stream.unary_request:
             stream.task = self.loop.create_task(self._run(stream, self.door.stream(stream)))
 
     def _headers_problem(self, fields: int, longest: int) -> tuple[Status, str] | None:
@@ -407,7 +407,6 @@ class GrpcH2Door:
         self.registry = door.registry
         self.scheme = door.scheme
         self.own = own
-        self._kinds: dict[str, tuple[bool, bool]] = {}
 
     def binary(self, name: str, value: str) -> MetaValue:
         """A `-bin` value as bytes; one that is not base64 is kept as its text's bytes rather than failing the call."""
@@ -419,21 +418,8 @@ class GrpcH2Door:
     def handler(self, path: str) -> Any:
         return self.own.handler(path)
 
-    def _kind(self, path: str) -> tuple[bool, bool]:
-        kind = self._kinds.get(path)
-        if kind is None:
-            if len(self._kinds) >= 4096:
-                self._kinds.clear()
-            method = self.registry.method(path)
-            kind = (True, True) if method is None else (method.client_streaming, method.server_streaming)
-            self._kinds[path] = kind
-        return kind
-
-    def unary(self, path: str) -> bool:
-        return self._kind(path) == (False, False)
-
-    def unary_response(self, path: str) -> bool:
-        return not self._kind(path)[1]
+    def kind(self, path: str) -> tuple[bool, bool]:
+        return method_kind(self.registry, path)
 
     def _call(self, stream: GrpcStream) -> Call:
         connection = stream.connection
