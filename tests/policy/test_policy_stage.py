@@ -100,3 +100,47 @@ async def test_no_principal_is_anonymous(tmp_path: Path) -> None:
     assert await stage(http_call("GET", "/v1/ballots/7")) is None
     request, budget = checker.asked[0]
     assert request.principal == PolicyPrincipal("anonymous") and budget is None
+
+
+class CachingChecker(RecordingChecker):
+    """Hands back one cached `Decision` per request, as the client's cache does, until `revise` makes a new one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decisions: dict[PolicyRequest, Decision] = {}
+        self.revision = "r1"
+
+    async def check(self, request: PolicyRequest, budget: float | None = None) -> Decision:
+        self.asked.append((request, budget))
+        return self.decisions.setdefault(request, Decision(True, "ok", self.revision, cached=True))
+
+    def revise(self, revision: str) -> None:
+        self.decisions.clear()
+        self.revision = revision
+
+
+async def test_records_and_principals_follow_the_decision_and_principal_objects(tmp_path: Path) -> None:
+    checker = CachingChecker()
+    stage = PolicyStage(checker, Policy(rules=tmp_path / "rules.yaml", attributes=("tenant",)))
+    alice = Principal("alice", ("pharmacist",), claims={"tenant": "acme"})
+    bob = Principal("bob", ("veteran",), claims={"tenant": "va"})
+    records = []
+    for principal, path in [(alice, "/v1/ballots/1"), (alice, "/v1/ballots/1"), (bob, "/v1/ballots/1")]:
+        call = http_call("GET", path)
+        call.principal = principal
+        assert await stage(call) is None
+        records.append(call.decisions["policy"])
+    asked = [request.principal for request, _ in checker.asked]
+    assert asked == [
+        PolicyPrincipal("alice", ("pharmacist",), (("tenant", "acme"),)),
+        PolicyPrincipal("alice", ("pharmacist",), (("tenant", "acme"),)),
+        PolicyPrincipal("bob", ("veteran",), (("tenant", "va"),)),
+    ]
+    assert records[0] is records[1]  # one cached decision, one record
+    assert records[2] is not records[0] and records[2]["resource"] == "/v1/ballots/1"
+    checker.revise("r2")
+    call = http_call("GET", "/v1/ballots/1")
+    call.principal = alice
+    await stage(call)
+    assert call.decisions["policy"]["revision"] == "r2"
+    assert call.decisions["policy"] == {**records[0], "revision": "r2"}

@@ -12,12 +12,21 @@ no decision can be made, the route's (or the section's) `on_error` says:
 `deny` is 503 / UNAVAILABLE with a clear message, `allow` goes on, marked
 fail-open. `call.decisions["policy"]` records decision, reason, revision,
 cache hit or miss, and mode (live, cache, fail-open, fail-closed, skip).
+
+Two things are kept between calls, because a caller's token and its
+decision are cached upstream of this stage and come back as the same
+objects: the policy view of each identity `Principal` (a frozen dataclass
+with its attributes, ~1 us to build), and the record of each cached
+`Decision`. Both are looked up by the object's identity and hold the object
+itself, so an entry can never answer for another object. A shared record is
+never changed after it is made; the audit writer only reads it (and, in one
+batch, sends it once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge.call import Call, Denial
 from edge.call import Principal as CallPrincipal
@@ -33,6 +42,7 @@ UNAVAILABLE_INFO = {
     "reason": "POLICY_UNAVAILABLE",
     "domain": "edge",
 }
+MEMO_LIMIT = 4096  # entries per memo; it starts over when full (callers and decisions are far fewer)
 
 
 class PolicyChecker(Protocol):
@@ -50,6 +60,8 @@ class PolicyStage:
         self.checker = checker
         self.config = config
         self._attributes = config.attributes
+        self._principals: dict[int, tuple[CallPrincipal, Principal]] = {}
+        self._records: dict[int, tuple[Decision, dict[str, Any]]] = {}
 
     async def start(self) -> None:
         await self.checker.start()
@@ -70,15 +82,7 @@ class PolicyStage:
             decision = await self.checker.check(request, remaining)
         except PolicyError as error:
             return self._no_decision(call, request, settings, str(error))
-        call.decisions["policy"] = {
-            "decision": "allow" if decision.allow else "deny",
-            "reason": decision.reason,
-            "revision": decision.revision,
-            "cache": "hit" if decision.cached else "miss",
-            "mode": "cache" if decision.cached else "live",
-            "action": request.action,
-            "resource": request.resource,
-        }
+        call.decisions["policy"] = self._record(decision, request)
         if not decision.allow:
             message = _first(settings.deny_message if settings else None, self.config.deny_message)
             return Denial(
@@ -109,7 +113,41 @@ class PolicyStage:
     def _principal(self, principal: CallPrincipal | None) -> Principal:
         if principal is None:
             return ANONYMOUS
-        return Principal(principal.subject, tuple(principal.roles), _attributes(principal.claims, self._attributes))
+        seen = self._principals.get(id(principal))
+        if seen is not None and seen[0] is principal:
+            return seen[1]
+        view = Principal(principal.subject, tuple(principal.roles), _attributes(principal.claims, self._attributes))
+        _remember(self._principals, principal, view)
+        return view
+
+    def _record(self, decision: Decision, request: PolicyRequest) -> dict[str, Any]:
+        """The audit record of a decision; a cached decision's is made once (its request is its cache key)."""
+        if decision.cached:
+            seen = self._records.get(id(decision))
+            if seen is not None and seen[0] is decision:
+                return seen[1]
+        record = {
+            "decision": "allow" if decision.allow else "deny",
+            "reason": decision.reason,
+            "revision": decision.revision,
+            "cache": "hit" if decision.cached else "miss",
+            "mode": "cache" if decision.cached else "live",
+            "action": request.action,
+            "resource": request.resource,
+        }
+        if decision.cached:
+            _remember(self._records, decision, record)
+        return record
+
+
+Held = TypeVar("Held")
+Made = TypeVar("Made")
+
+
+def _remember(memo: dict[int, tuple[Held, Made]], held: Held, made: Made) -> None:
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[id(held)] = (held, made)
 
 
 def action_of(call: Call) -> str:
