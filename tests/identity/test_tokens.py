@@ -1,8 +1,9 @@
-"""The verified-token cache: keyed by SHA-256, valid until min(exp, TTL), bounded."""
+"""The verified-token cache (keyed by SHA-256, valid until min(exp, TTL), bounded) and the stripped-names memo."""
 
 from __future__ import annotations
 
 from edge.call import Principal
+from edge.pipeline.identity.stage import StrippedNames
 from edge.pipeline.identity.tokens import TokenCache, Verified, token_digest
 
 
@@ -54,3 +55,14 @@ def test_key_is_the_sha256_of_the_token_not_the_token() -> None:
     cache.put(token_digest("secret-token"), entry(9e18))
     assert all(isinstance(k, bytes) and len(k) == 32 for k in cache._entries)
     assert "secret-token" not in repr(cache._entries)
+
+
+def test_stripped_names_are_decided_per_name_and_bounded() -> None:
+    stripped = StrippedNames(("x-edge-",), frozenset({"x-internal"}))
+    assert stripped["x-edge-subject"] and stripped["x-internal"]
+    assert not stripped["accept"]
+    for index in range(StrippedNames.MAX_NAMES * 2):  # a client inventing names cannot grow it without bound
+        assert stripped[f"x-edge-{index}"]
+        assert not stripped[f"x-other-{index}"]
+    assert len(stripped) == StrippedNames.MAX_NAMES
+    assert stripped["x-edge-roles"] and not stripped["accept-language"]

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from email.utils import formatdate
-from functools import partial
+from functools import lru_cache, partial
 from http import HTTPStatus
 
 from multidict import CIMultiDict
@@ -129,7 +129,7 @@ class H1Door:
             return
         status = reply.http_status
         staged = call.reply_headers  # they replace the upstream's headers of the same names
-        skipped = REPLACED.union([name.lower() for name, _ in staged]) if staged else REPLACED
+        skipped = _replaced_with(tuple([name for name, _ in staged])) if staged else REPLACED
         lines = [STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
         length: str | None = None
         dated = False
@@ -219,6 +219,12 @@ def parse_error_reply(status: int, code: Status, message: str, request_id: str) 
         "connection: close\r\n\r\n",
     ]
     return _encode(lines) + body
+
+
+@lru_cache(maxsize=64)
+def _replaced_with(staged: tuple[str, ...]) -> frozenset[str]:
+    """The upstream headers a reply drops when stages add these: stages add the same few names on every call."""
+    return REPLACED.union([name.lower() for name in staged])
 
 
 def _connection_line(request: H1Request, keep_alive: bool) -> str:
