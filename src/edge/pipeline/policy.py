@@ -121,11 +121,13 @@ class PolicyStage:
         return view
 
     def _record(self, decision: Decision, request: PolicyRequest) -> dict[str, Any]:
-        """The audit record of a decision; a cached decision's is made once (its request is its cache key)."""
+        """The audit record of a decision; a cached decision's is made once (it answers one request: its cache key)."""
         if decision.cached:
             seen = self._records.get(id(decision))
             if seen is not None and seen[0] is decision:
-                return seen[1]
+                record = seen[1]
+                if record["action"] == request.action and record["resource"] == request.resource:
+                    return record
         record = {
             "decision": "allow" if decision.allow else "deny",
             "reason": decision.reason,
