@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.certs import mint_token, public_jwks
 from edge.metrics import request_metrics
 from edge.pipeline.audit.tally import CallTally
+from tests.audit.conftest import call_record
 from tests.conftest import GatewayFiles, StartBackend
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -214,7 +215,7 @@ async def test_grpc_door_calls_are_counted_by_ingress(edge: GatewayFiles, start_
 )
 def test_latency_lands_in_the_smallest_bucket_that_holds_it(latency_ms: float, smallest_bucket: str) -> None:
     tally = CallTally()
-    tally.count([{"ingress": "http", "route": "r", "status": 200, "grpc_status": "OK", "latency_ms": latency_ms}])
+    tally.count([call_record(0, ingress="http", route="r", status=200, grpc_status="OK", latency_ms=latency_ms)])
     histogram = next(m for m in request_metrics(tally.snapshot()) if m.name == "edge_request_duration_seconds")
     counts = {s.labels["le"]: s.value for s in histogram.samples if s.name.endswith("_bucket")}
     ordered = list(counts)

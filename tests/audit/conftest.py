@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.config.audit import Spool as SpoolConfig
 from edge.pipeline.audit.checkpoint import Signer
 from edge.pipeline.audit.delivery import Delivery
+from edge.pipeline.audit.record import RECORD_FIELDS, CallRecord
 from edge.pipeline.audit.sinks import Sink
 from edge.pipeline.audit.sinks.file import FileSink
 from edge.pipeline.audit.spool import Spool
@@ -62,18 +63,21 @@ class Clock:
         return self.now
 
 
-def call_record(n: int, **fields: Any) -> dict[str, Any]:
+def call_record(n: int, **fields: Any) -> CallRecord:
     """What `build_record` queues, for writer-level tests that need no gateway."""
-    return {
-        "kind": "call",
+    values: dict[str, Any] = {
         "time": 1_700_000_000.0 + n,
         "instance": "gw-1",
         "request_id": f"req-{n}",
+        "ingress": "http",
         "path": f"/v1/things/{n}",
-        "status": 200,
         "decisions": {"operation": "things.get"},
+        "status": 200,
+        "grpc_status": "OK",
+        "latency_ms": 1.5,
         **fields,
     }
+    return tuple(values.get(name) for name in RECORD_FIELDS)
 
 
 def writer_over(

@@ -1,18 +1,33 @@
-"""`encode` (orjson) writes exactly the bytes of `canonical` (the standard library), or falls back to it."""
+"""`encode` (orjson) writes exactly the bytes of `canonical` (the standard library), or falls back to it.
+
+And a call's record, queued on the loop and finished in the writer, seals to
+the very line it always did: every field, name and value.
+"""
 
 from __future__ import annotations
 
 import datetime
 import enum
 import hashlib
+import marshal
+import time
+import types
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.call import Call, Denial, Metadata, Peer, Principal, Reply, Status
+from edge.config.audit import Spool as SpoolConfig
+from edge.pipeline.audit import AuditLog, FileSink
 from edge.pipeline.audit.chain import Chain, canonical, encode, line_hash
+from edge.pipeline.audit.delivery import Delivery
+from edge.pipeline.audit.record import finish
 from edge.pipeline.audit.verify import Line, verify_lines
+from edge.pipeline.audit.writer import ChainWriter
+from edge.routes import Route
 
 
 class Colour(enum.IntEnum):
@@ -115,3 +130,74 @@ def test_text_with_hyphens_is_encoded_by_orjson_not_the_slow_encoder(
     expected = canonical(record).encode()
     monkeypatch.setattr("edge.pipeline.audit.chain.canonical", lambda record: pytest.fail("fell back to json.dumps"))
     assert encode(record) == expected
+
+
+SEALED = [
+    '{"bytes_in":12,"bytes_out":34,"client_ip":"10.0.0.7","decisions":{"identity":{"outcome":"authenticated"},'
+    '"quota":{"rules":[{"remaining":9,"rule":"per-user"}]}},"endpoint":"10.1.0.3:50051",'
+    '"grpc_status":"PERMISSION_DENIED","ingress":"grpc","instance":"gw-1","kind":"call","latency_ms":250.0,'
+    '"method":"POST","operation":"orders.place","path":"/shop.v1.Orders/Place",'
+    '"prev":"0000000000000000000000000000000000000000000000000000000000000000",'
+    '"principal":{"certificate_fingerprint":"bffd28c8eeb10a5e50cf17b58f477ea1803895ae69744e6eb53cbcc3bf427adb",'
+    '"issuer":"https://idp","method":"jwt","roles":["buyer","admin"],"subject":"user-1"},"reason":"not allowed: é",'
+    '"request_id":"req-1","route":"orders","seq":1,"status":403,"time":"2023-11-14T22:13:20.500Z",'
+    '"trace_id":"0af7651916cd43dd8448eb211c80319c","upstream":"grpc://orders:50051"}',
+    '{"bytes_in":0,"bytes_out":0,"client_ip":"::1","decisions":{},"endpoint":null,"grpc_status":"INTERNAL",'
+    '"ingress":"http","instance":"gw-1","kind":"call","latency_ms":1250.0,"method":"GET","operation":null,'
+    '"path":"/nowhere","prev":"a7ce53248cd7b0499447e1d15dca3712efd35dc29348fc4307d3796c3f4775b1","request_id":"",'
+    '"route":null,"seq":2,"status":500,"time":"2023-11-14T22:13:20.500Z","trace_id":"","upstream":null}',
+]
+
+
+def sample_calls() -> list[tuple[Call, Reply | None]]:
+    """A routed gRPC call with a principal, a client certificate and a denial; a bare call that got no reply."""
+    routed = Call(
+        ingress="grpc",
+        method="POST",
+        path="/shop.v1.Orders/Place",
+        peer=Peer("10.0.0.7", 5000, certificate=b"DER"),
+        metadata=Metadata(),
+        request_id="req-1",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        started=100.0,
+    )
+    routed.route = Route("orders", "grpc", "shop.v1.Orders", "grpc://orders:50051", 0)
+    routed.endpoint, routed.bytes_in, routed.bytes_out = "10.1.0.3:50051", 12, 34
+    routed.principal = Principal("user-1", ("buyer", "admin"), issuer="https://idp", method="jwt", claims={"t": "x"})
+    routed.decisions.update(
+        operation="orders.place",
+        identity={"outcome": "authenticated"},
+        quota={"rules": [{"rule": "per-user", "remaining": 9}]},
+    )
+    bare = Call(ingress="http", method="GET", path="/nowhere", peer=Peer("::1"), metadata=Metadata(), started=99.0)
+    return [(routed, Reply.local(Denial(Status.PERMISSION_DENIED, "not allowed: é", 403))), (bare, None)]
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = types.SimpleNamespace(
+        time=lambda: 1_700_000_000.5, monotonic=lambda: 100.25, strftime=time.strftime, gmtime=time.gmtime
+    )
+    monkeypatch.setattr("edge.pipeline.audit.record.time", clock)
+
+
+@pytest.mark.usefixtures("frozen_clock")
+async def test_calls_through_the_audit_log_seal_to_the_lines_they_always_did(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    writer = ChainWriter("gw-1", [Delivery(FileSink(path), None, SpoolConfig(path=tmp_path))])
+    audit = AuditLog(writer, instance="gw-1")
+    await audit.start()
+    for call, reply in sample_calls():
+        audit.record(call, reply)
+    await audit.aclose()
+    assert path.read_text().splitlines() == SEALED
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_what_the_sealing_process_unmarshals_seals_to_the_same_lines() -> None:
+    audit = AuditLog(ChainWriter("gw-1", []), instance="gw-1")
+    for call, reply in sample_calls():
+        audit.record(call, reply)
+    batch = marshal.loads(marshal.dumps(audit._pending))
+    chain = Chain()
+    assert [chain.seal(finish(record)).line for record in batch] == SEALED

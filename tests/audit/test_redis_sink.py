@@ -12,6 +12,7 @@ from aiohttp import web
 
 from edge.config.audit import RedisSink as RedisSinkConfig
 from edge.pipeline.audit.chain import Chain, line_hash
+from edge.pipeline.audit.record import finish
 from edge.pipeline.audit.sinks.redis import RedisSink
 from edge.pipeline.audit.verify import Line, verify_files, verify_lines
 from tests.audit.conftest import DurableRedis, call_record, until
@@ -20,7 +21,7 @@ from tests.conftest import GatewayFiles, StartBackend
 
 def sealed(count: int) -> list[Any]:
     chain = Chain()
-    return [chain.seal(call_record(n)) for n in range(count)]
+    return [chain.seal(finish(call_record(n))) for n in range(count)]
 
 
 def stream_records(url: str, stream: str = "edge:audit") -> list[dict[bytes, bytes]]:

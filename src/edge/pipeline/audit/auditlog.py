@@ -1,7 +1,7 @@
 """The event loop's side of the audit trail: a bounded queue and the one task that empties it.
 
-`AuditLog.record` is on the hot path of every call: it builds a small dict and
-appends it to a list, nothing else. The writer task, owned by the server,
+`AuditLog.record` is on the hot path of every call: it builds a flat tuple
+(`record.py`) and appends it to a list, nothing else. The writer task, owned by the server,
 takes the whole list at once and hands it to the one `ChainWriter`, where
 records are sealed, signed, encoded and written, so the loop never waits on
 hashing, disks or Redis, and the one writer keeps the chain in queue order.
@@ -30,7 +30,7 @@ from edge.call import Call, Reply
 from edge.config.audit import Audit, sink_names
 from edge.pipeline.audit.checkpoint import Signer
 from edge.pipeline.audit.delivery import Delivery
-from edge.pipeline.audit.record import build_record
+from edge.pipeline.audit.record import CallRecord, build_record
 from edge.pipeline.audit.sealer import SealerDied, SealerProcess, fork_is_safe
 from edge.pipeline.audit.sinks import Sink
 from edge.pipeline.audit.sinks.file import FileSink
@@ -60,7 +60,7 @@ class AuditLog:
         self._limit = queue_size
         self._tick = tick
         self._coalesce = coalesce
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[CallRecord] = []
         self._unsequenced = 0
         self._wake = asyncio.Event()
         self._closing = False
@@ -153,7 +153,7 @@ class AuditLog:
             if self._closing and not self._pending and (not self._unsequenced or failures > 1):
                 return  # a batch lost at shutdown gets one more hand-off, to declare it
 
-    async def _hand_off(self, batch: list[dict[str, Any]], lost: int) -> None:
+    async def _hand_off(self, batch: list[CallRecord], lost: int) -> None:
         assert self.writer is not None
         if self._sealer is None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self.writer.write, batch, lost)

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, BinaryIO, NoReturn
 
+from edge.pipeline.audit.record import CallRecord
 from edge.pipeline.audit.writer import ChainWriter
 
 log = logging.getLogger("edge.audit")
@@ -95,7 +96,7 @@ class SealerProcess:
             await self._reap()
             raise
 
-    async def write(self, batch: list[dict[str, Any]], unsequenced_lost: int) -> None:
+    async def write(self, batch: list[CallRecord], unsequenced_lost: int) -> None:
         if self._stream is None:
             raise SealerDied("the audit sealing process is not running")
         self.writer.tally.count(batch)
@@ -222,8 +223,18 @@ def _serve(writer: ChainWriter, channel: socket.socket) -> int:
         if kind == _CLOSE:
             _answer(channel, writer, writer.close)
             return 0
-        batch, lost = marshal.loads(payload) if kind == _MARSHAL else pickle.loads(payload)
-        _answer(channel, writer, partial(writer.write, batch, lost))
+        _answer(channel, writer, partial(_write, writer, kind, payload))
+
+
+def _write(writer: ChainWriter, kind: bytes, payload: memoryview) -> None:
+    """Unpack and write a batch; it is freed on return, before the reply, while its memory is still in cache.
+
+    Kept until the next batch came, it was freed after the gateway had run on
+    the core in between, and the frees missed the cache: under load that cost
+    the sealing process ~3 us a record.
+    """
+    batch, lost = marshal.loads(payload) if kind == _MARSHAL else pickle.loads(payload)
+    writer.write(batch, lost)
 
 
 def _frame(stream: BinaryIO) -> bytes | None:

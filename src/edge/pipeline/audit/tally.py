@@ -17,7 +17,8 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from edge.pipeline.audit.record import TALLIED, CallRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NO_ROUTE = ""
@@ -53,16 +54,16 @@ class CallTally:
         self._latency: dict[LatencyKey, Latency] = {}
         self._lock = threading.Lock()
 
-    def count(self, records: Iterable[dict[str, Any]]) -> None:
+    def count(self, records: Iterable[CallRecord]) -> None:
         """Count call records as `build_record` made them (before `finish`)."""
         with self._lock:
-            for record in records:
-                ingress, route = record.get("ingress", ""), record.get("route") or NO_ROUTE
-                self._calls[ingress, route, record.get("status", 0), record.get("grpc_status", "")] += 1
+            for ingress, route, status, grpc_status, latency_ms in map(TALLIED, records):
+                route = route or NO_ROUTE
+                self._calls[ingress, route, status, grpc_status] += 1
                 latency = self._latency.get((ingress, route))
                 if latency is None:
                     latency = self._latency[ingress, route] = Latency()
-                latency.observe((record.get("latency_ms") or 0.0) / 1000)
+                latency.observe(latency_ms / 1000)
 
     def snapshot(self) -> TallySnapshot:
         with self._lock:

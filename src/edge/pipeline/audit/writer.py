@@ -19,7 +19,7 @@ from typing import Any
 from edge.pipeline.audit.chain import Chain, Entry
 from edge.pipeline.audit.checkpoint import CHECKPOINT, Signer
 from edge.pipeline.audit.delivery import Delivery
-from edge.pipeline.audit.record import finish, utc_text
+from edge.pipeline.audit.record import CallRecord, finish, utc_text
 from edge.pipeline.audit.sinks.file import FileSink
 from edge.pipeline.audit.tally import CallTally
 
@@ -72,7 +72,7 @@ class ChainWriter:
             now = self._clock()
             self._deliver([self._event({"kind": "start", "torn": torn}, now)], now)
 
-    def write(self, batch: list[dict[str, Any]], unsequenced_lost: int = 0) -> None:
+    def write(self, batch: list[CallRecord], unsequenced_lost: int = 0) -> None:
         """Seal a batch from the queue (possibly empty: a tick) and deliver it."""
         now = self._clock()
         if self.counts_calls:
