@@ -16,7 +16,10 @@ accepted over a connection presenting that certificate. On success the call
 gets its `Principal`, the backend gets `x-edge-subject`, `x-edge-roles` and
 `x-edge-auth-method`, and `call.decisions["identity"]` records what was
 decided for the audit record (which adds the client certificate's SHA-256
-from `Peer.certificate` itself).
+from `Peer.certificate` itself). Records without a reason take few forms
+(mode, outcome, provider), so each is made once and shared by every call
+that ends that way: nothing changes a record once it is in `decisions`, and
+the audit hand-off then carries each form once per batch.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from edge.call import Call, Denial, Metadata
 from edge.config import ConfigError
@@ -72,6 +74,7 @@ class IdentityStage:
         for name, verifier in self.jwt.items():
             self._by_issuer.setdefault(verifier.config.issuer, []).append(name)
         headers = config.headers
+        self._records: dict[tuple[str, str | None, str | None], dict[str, str]] = {}
         self._stripped = StrippedNames(headers.strip_prefixes, frozenset(headers.strip)).__getitem__
         self._subject_header, self._roles_header, self._method_header = headers.subject, headers.roles, headers.method
         self._forward_authorization = headers.forward_authorization
@@ -122,37 +125,47 @@ class IdentityStage:
         auth = route.spec.auth if route is not None and route.spec is not None else None
         mode = auth.mode if auth is not None and auth.mode is not None else self._default
         certificate = call.peer.certificate
-        decision: dict[str, Any] = {"mode": mode}
-        call.decisions["identity"] = decision
+        decisions = call.decisions
+        decisions["identity"] = self._record(mode)
         if mode == "none":
             return None
         allowed = auth.providers if auth is not None and auth.providers else self._all
         try:
             entry = await self._authenticate(metadata, allowed, certificate)
         except AuthFailure as failure:
-            decision["outcome"] = "denied"
-            decision["reason"] = failure.description
+            decisions["identity"] = {"mode": mode, "outcome": "denied", "reason": failure.description}
             return unauthenticated(self.config.realm, failure, self._bearer_providers.isdisjoint(allowed) is False)
         except IdentityUnavailable as error:
-            decision["outcome"] = "unavailable"
+            decisions["identity"] = self._record(mode, "unavailable")
             return unavailable(error)
         if entry is None:
             if mode == "optional":
-                decision["outcome"] = "anonymous"
+                decisions["identity"] = self._record(mode, "anonymous")
                 return None
-            decision["outcome"] = "denied"
-            decision["reason"] = "credentials are required"
+            decisions["identity"] = {"mode": mode, "outcome": "denied", "reason": "credentials are required"}
             return unauthenticated(self.config.realm, None, self._bearer_providers.isdisjoint(allowed) is False)
         principal = entry.principal
         call.principal = principal
-        decision["outcome"] = "authenticated"
-        decision["provider"] = entry.provider
+        decisions["identity"] = self._record(mode, "authenticated", entry.provider)
         metadata.add(self._subject_header, entry.subject_header)
         metadata.add(self._roles_header, entry.roles_header)
         metadata.add(self._method_header, principal.method)
         if not self._forward_authorization:
             metadata.remove("authorization")
         return None
+
+    def _record(self, mode: str, outcome: str | None = None, provider: str | None = None) -> dict[str, str]:
+        """The decision's audit record; the few combinations are made once and shared, never changed."""
+        key = (mode, outcome, provider)
+        record = self._records.get(key)
+        if record is None:
+            record = {"mode": mode}
+            if outcome is not None:
+                record["outcome"] = outcome
+            if provider is not None:
+                record["provider"] = provider
+            self._records[key] = record
+        return record
 
     async def _authenticate(
         self, metadata: Metadata, allowed: Sequence[str], certificate: bytes | None
