@@ -30,9 +30,8 @@ NAMES = (LIMIT, REMAINING, RESET, POLICY)
 Shown = Sequence[tuple[Rule, Verdict]]
 
 
-def rate_limit_headers(shown: Shown, earlier: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
-    """The four headers for these (rule, verdict) pairs, merged with those an earlier stage set."""
-    before = {name: value for name, value in earlier if name in NAMES} if earlier else None
+def rate_limit_headers(shown: Shown, before: dict[str, str] | None) -> list[tuple[str, str]]:
+    """The four headers for these (rule, verdict) pairs, merged with the values an earlier stage set."""
     if not shown:
         return list(before.items()) if before else []
     if len(shown) == 1:
@@ -44,12 +43,30 @@ def rate_limit_headers(shown: Shown, earlier: Sequence[tuple[str, str]] = ()) ->
     allowed, left, reset_after, _ = verdict
     if left < 0:
         left = 0
-    limit, remaining, reset = rule.capacity_text, str(left), str(max(0, math.ceil(reset_after - 0.001)))
     if before:
         policy = _joined((before[POLICY], policy))
         if allowed and int(before[REMAINING]) < left:
-            limit, remaining, reset = before[LIMIT], before[REMAINING], before[RESET]
-    return [(LIMIT, limit), (REMAINING, remaining), (RESET, reset), (POLICY, policy)]
+            return [(LIMIT, before[LIMIT]), (REMAINING, before[REMAINING]), (RESET, before[RESET]), (POLICY, policy)]
+    reset = max(0, math.ceil(reset_after - 0.001))
+    return [(LIMIT, rule.capacity_text), (REMAINING, str(left)), (RESET, str(reset)), (POLICY, policy)]
+
+
+def _split(earlier: Sequence[tuple[str, str]]) -> tuple[dict[str, str] | None, list[tuple[str, str]]]:
+    """The RateLimit-* values earlier stages set, and their other headers.
+
+    The usual case, the pre_auth stage's four and nothing else, is read by
+    position: the second stage of every call comes here.
+    """
+    if (
+        len(earlier) == 4
+        and earlier[0][0] == LIMIT
+        and earlier[1][0] == REMAINING
+        and earlier[2][0] == RESET
+        and earlier[3][0] == POLICY
+    ):
+        return {LIMIT: earlier[0][1], REMAINING: earlier[1][1], RESET: earlier[2][1], POLICY: earlier[3][1]}, []
+    before = {name: value for name, value in earlier if name in NAMES}
+    return before or None, [(name, value) for name, value in earlier if name not in NAMES]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -74,20 +91,23 @@ def _closest(shown: Shown) -> tuple[Rule, Verdict]:
     return best
 
 
-def show_on_reply(call: Call, headers: list[tuple[str, str]]) -> None:
+def show_on_reply(call: Call, shown: Shown) -> None:
     """Put this call's RateLimit-* headers on whatever reply it gets (both doors add `reply_headers`)."""
-    if call.reply_headers:
-        call.reply_headers = [(n, v) for n, v in call.reply_headers if n not in NAMES] + headers
+    earlier = call.reply_headers
+    if earlier:
+        before, others = _split(earlier)
+        call.reply_headers = others + rate_limit_headers(shown, before)
     else:
-        call.reply_headers = headers
+        call.reply_headers = rate_limit_headers(shown, None)
 
 
 def quota_denial(call: Call, shown: Shown, denied: Shown) -> Denial:
     rule, verdict = max(denied, key=lambda pair: pair[1][3])
     retry_after = verdict[3]
     seconds = max(1, whole_seconds(retry_after))
-    headers = rate_limit_headers(shown, call.reply_headers)
-    show_on_reply(call, [])
+    before, others = _split(call.reply_headers)
+    headers = rate_limit_headers(shown, before)
+    call.reply_headers = others
     return Denial(
         Status.RESOURCE_EXHAUSTED,
         f"quota {rule.name!r} exceeded; retry in {seconds}s",
@@ -104,7 +124,7 @@ def quota_denial(call: Call, shown: Shown, denied: Shown) -> Denial:
 
 
 def unavailable_denial(call: Call, rules: Sequence[str]) -> Denial:
-    show_on_reply(call, [])
+    call.reply_headers = _split(call.reply_headers)[1]
     return Denial(
         Status.UNAVAILABLE,
         f"quota store unavailable and rule {rules[0]!r} fails closed",
