@@ -35,11 +35,27 @@ class QuotaStage:
         self.headers_on_allowed = headers_on_allowed
         self._memory = limiter.local if limiter.shared is None else None
         self._allowed = {rule: metrics.cell(rule.name, "allowed", limiter.mode) for rule in rules.rules}
+        self.decide_now = self._decide_now if self._memory is not None else None
 
     async def __call__(self, call: Call) -> Denial | None:
+        checks = self._checks(call)
+        if not checks:
+            return None
+        if self._memory is not None:
+            return self._judged_in_memory(call, checks)
+        verdicts, outcome = await self.limiter.decide(checks)
+        return self._answer(call, checks, verdicts, outcome)
+
+    def _decide_now(self, call: Call) -> Denial | None:
+        """The memory store's whole decision, without a coroutine (the pipeline's `decide_now`)."""
+        checks = self._checks(call)
+        return self._judged_in_memory(call, checks) if checks else None
+
+    def _checks(self, call: Call) -> list[Check]:
+        """The (rule, key) pairs to decide; rules whose key is missing are recorded as skipped."""
         rules = self.rules.select(call)
         if not rules:
-            return None
+            return []
         checks = []
         skipped = None
         for rule in rules:
@@ -53,20 +69,21 @@ class QuotaStage:
                 checks.append((rule, key))
         record: dict[str, Any] | None = call.decisions.get("quota")
         if record is None:
-            record = call.decisions["quota"] = {"allowed": True, "rules": []}
+            call.decisions["quota"] = {"allowed": True, "rules": []}
         if skipped:
-            record.setdefault("skipped", []).extend(skipped)
-        if not checks:
+            call.decisions["quota"].setdefault("skipped", []).extend(skipped)
+        return checks
+
+    def _judged_in_memory(self, call: Call, checks: list[Check]) -> Denial | None:
+        assert self._memory is not None
+        verdicts, ok = self._memory.judge(checks)
+        if ok and len(verdicts) == 1 and verdicts[0][0]:
+            self._allowed_alone(call, call.decisions["quota"], checks[0][0], verdicts[0])
             return None
-        if self._memory is not None:
-            verdicts, ok = self._memory.judge(checks)
-            if ok and len(verdicts) == 1 and verdicts[0][0]:
-                self._allowed_alone(call, record, checks[0][0], verdicts[0])
-                return None
-            outcome = (PASSED if ok else DENIED)["memory"]
-        else:
-            verdicts, outcome = await self.limiter.decide(checks)
-        shown = self._account(record, checks, verdicts, outcome)
+        return self._answer(call, checks, verdicts, (PASSED if ok else DENIED)["memory"])
+
+    def _answer(self, call: Call, checks: list[Check], verdicts: list[Verdict], outcome: Outcome) -> Denial | None:
+        shown = self._account(call.decisions["quota"], checks, verdicts, outcome)
         if outcome.unavailable:
             closed = [rule.name for i, (rule, _) in enumerate(checks) if outcome.mode_of(i) == "closed"]
             return unavailable_denial(call, closed)
