@@ -103,3 +103,52 @@ async def test_head_over_the_limits_is_431_and_malformed_is_400() -> None:
         assert transport.written.split(b" ")[1] == status, data
         assert transport.closed
         connection.connection_lost(None)
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_a_kept_alive_connection_is_idle_between_requests_and_closes_on_shutdown_or_loss() -> None:
+    """One serving task answers request after request; between them the connection counts as idle."""
+    release = asyncio.Event()
+    served: list[str] = []
+
+    async def handler(request: H1Request, connection: H1Connection) -> None:
+        served.append(request.target)
+        if request.target == "/slow":
+            await release.wait()
+        connection.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    now = asyncio.get_running_loop().time() + 1000
+    for ending in ("shutdown", "loss", "malformed"):
+        connection = H1Connection(H1Listener(handler, Limits(), error_reply))
+        transport = RecordingTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        for target in ("/a", "/b"):
+            connection.data_received(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target.encode())
+            await settle()
+            assert connection.idle_for(now) > 0
+        connection.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        assert connection.idle_for(now) == 0  # in flight: never swept
+        release.set()
+        await settle()
+        release.clear()
+        assert transport.written == b"HTTP/1.1 204 No Content\r\n\r\n" * 3 and not transport.closed
+        if ending == "shutdown":
+            connection.shut_down()
+            assert transport.closed
+            connection.connection_lost(None)
+        elif ending == "loss":
+            connection.connection_lost(None)
+        else:
+            connection.data_received(b"NOT HTTP\r\n\r\n")
+            await settle()
+            assert transport.written.endswith(b"HTTP/1.1 400 x\r\n\r\nmalformed request: Invalid method encountered")
+            assert transport.closed
+            connection.connection_lost(None)
+        await settle()
+        assert connection._task is None  # no task is left waiting for a request that cannot come
+    assert served == ["/a", "/b", "/slow"] * 3
