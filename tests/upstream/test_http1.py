@@ -160,10 +160,21 @@ async def test_a_streamed_request_body_goes_chunked_without_a_length(serve) -> N
     assert seen[1] == b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
 
 
-async def test_a_header_value_with_a_line_break_is_refused(serve) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/", {"host": "b", "x-bad": "a\r\nx-injected: 1"}),
+        ("/", {"host": "b", "x-bad": "a\nx-injected: 1"}),
+        ("/", {"host": "b", "x-bad": "a\rx-injected: 1"}),
+        ("/", {"host": "b", "x-bad": "ends with a CR\r"}),
+        ("/", {"host": "b", "x-bad\r\nx-injected": "1"}),
+        ("/a HTTP/1.1\r\nx-injected: 1\r\n", {"host": "b"}),
+    ],
+)
+async def test_a_line_break_in_the_head_is_refused(serve, target: str, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     pool, connections = await serve(answering())
     with pytest.raises(ValueError, match="line break"):
-        await pool.request("GET", "/", {"host": "b", "x-bad": "a\r\nx-injected: 1"}, b"", 2)
+        await pool.request("GET", target, headers, b"", 2)
     assert connections == []
 
 
@@ -263,3 +274,32 @@ async def test_a_retried_request_holds_one_slot_of_the_pool(serve) -> None:  # t
     )
     assert [reply.body for reply in replies] == [b"ok"] * 4
     assert most[0] == 1
+
+
+async def test_callers_of_a_full_pool_wait_in_turn_and_one_giving_up_frees_no_extra_slot(serve) -> None:  # type: ignore[no-untyped-def]
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    in_flight = [0]
+    most = [0]
+
+    async def slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            await asyncio.sleep(0.02)
+            in_flight[0] -= 1
+            writer.write(ok)
+            await writer.drain()
+
+    pool, _ = await serve(slowly, limit=2)
+    calls = [asyncio.create_task(pool.request("GET", "/", {"host": "b"}, b"", 2)) for _ in range(6)]
+    await asyncio.sleep(0.005)
+    calls[3].cancel()  # waiting for a slot
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert [r.body for i, r in enumerate(results) if i != 3] == [b"ok"] * 5  # type: ignore[union-attr]
+    assert most[0] == 2
+    more = await asyncio.wait_for(
+        asyncio.gather(*(pool.request("GET", "/", {"host": "b"}, b"", 2) for _ in range(4))), 5
+    )
+    assert [r.body for r in more] == [b"ok"] * 4
+    assert most[0] == 2

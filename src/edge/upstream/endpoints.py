@@ -8,7 +8,7 @@ backend of three costs one failed connect, not a third of all requests.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 
 class Endpoints:
@@ -18,8 +18,16 @@ class Endpoints:
         self._next = 0
         self._down_until = [0.0] * len(self.urls)
 
-    def order(self) -> Iterator[str]:
-        """Every endpoint once, healthy ones first, starting from the round-robin position."""
+    def order(self) -> Iterable[str]:
+        """Every endpoint once, healthy ones first, starting from the round-robin position.
+
+        A single endpoint is its own order, with no generator, clock read or rotation per call.
+        """
+        if len(self.urls) == 1:
+            return self.urls
+        return self._rotation()
+
+    def _rotation(self) -> Iterator[str]:
         count = len(self.urls)
         start = self._next
         self._next = (start + 1) % count

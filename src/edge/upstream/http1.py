@@ -325,6 +325,46 @@ class Connection(asyncio.Protocol):
         self._pool.finish(self, keep)
 
 
+class Slots:
+    """The pool's connection limit. A free slot is taken without a coroutine (`asyncio.Semaphore.acquire`
+    is one, and its `locked()` walks the waiters with a generator, on every proxied call); callers of a
+    full pool wait in order on futures.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> asyncio.Future[None] | None:
+        """None when a slot was free and is now the caller's; else a future to pass to `wait`."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def wait(self, waiter: asyncio.Future[None]) -> None:
+        """Wait until `release` hands a slot over; one handed over as the caller gives up goes to the next."""
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not waiter.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 class OriginPool:
     def __init__(
         self,
@@ -344,7 +384,7 @@ class OriginPool:
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
         self._idle: deque[Connection] = deque()
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = Slots(limit)
         self._coalescer: WriteCoalescer | None = None
         self.opened = 0
 
@@ -365,10 +405,15 @@ class OriginPool:
         """Send one request; return once the response head (and a small body) is in."""
         head, chunked = _head(method, target, headers, body)
         for attempt in (1, 2):
-            await self._slots.acquire()
+            waiter = self._slots.take()
+            if waiter is not None:
+                await self._slots.wait(waiter)
             connection: Connection | None = None
             try:
-                connection, reused = await self._connection(fresh=attempt == 2)
+                connection = self._idle_connection() if attempt == 1 else None
+                reused = connection is not None
+                if connection is None:
+                    connection = await self._open()
                 answer = connection.exchange(method, head, body)
                 if not isinstance(body, bytes):
                     await connection.send_body(body, bool(chunked))
@@ -390,13 +435,17 @@ class OriginPool:
             return response
         raise AssertionError("unreachable")
 
-    async def _connection(self, fresh: bool = False) -> tuple[Connection, bool]:
+    def _idle_connection(self) -> Connection | None:
+        """The most recently used idle connection still fit for a request (a plain method: no coroutine per call)."""
         now = time.monotonic()
-        while self._idle and not fresh:
+        while self._idle:
             connection = self._idle.pop()
             if connection.usable(now, self.keepalive):
-                return connection, True
+                return connection
             connection.close()
+        return None
+
+    async def _open(self) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -410,7 +459,7 @@ class OriginPool:
         except (OSError, TimeoutError, ssl.SSLError) as error:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {error}") from error
         self.opened += 1
-        return protocol, False
+        return protocol
 
     def finish(self, connection: Connection, keep: bool) -> None:
         """The response ended (or broke off): free the slot; keep the connection for the next request, or close it."""
@@ -429,20 +478,27 @@ class OriginPool:
 def _head(
     method: str, target: str, headers: dict[str, str], body: bytes | AsyncIterable[bytes]
 ) -> tuple[bytes, bool | None]:
-    """The request line and headers, and whether a streamed body goes chunked (None for a bytes body)."""
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    """The request line and headers, and whether a streamed body goes chunked (None for a bytes body).
+
+    No line may hold a CR or LF of its own (header injection): the lines are
+    searched joined without their line ends, where `in` is a `memchr`, before
+    they are joined with them. Counting the line breaks of the head instead
+    walks it character by character, and a bearer token makes it ~1 KB.
+    """
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
     chunked: bool | None = None
     if not isinstance(body, bytes):
         chunked = "content-length" not in headers
         if chunked:
-            lines.append("transfer-encoding: chunked\r\n")
+            lines.append("transfer-encoding: chunked")
     elif "content-length" not in headers and (body or method in BODY_METHODS):
-        lines.append(f"content-length: {len(body)}\r\n")
-    lines.append("\r\n")
-    text = "".join(lines)
-    if text.count("\n") != len(lines) or "\r\r" in text:
+        lines.append(f"content-length: {len(body)}")
+    bare = "".join(lines)
+    if "\n" in bare or "\r" in bare:
         raise ValueError("a header name or value holds a line break")
+    lines += ("", "")  # the head ends with an empty line
+    text = "\r\n".join(lines)
     try:
         return text.encode("latin-1"), chunked
     except UnicodeEncodeError:
