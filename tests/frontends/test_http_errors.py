@@ -237,3 +237,45 @@ async def test_a_request_that_cannot_be_parsed_is_audited_under_its_reply_id(
     record = records[0]
     assert record["status"] == status and record["client_ip"] == "127.0.0.1"
     assert record["route"] is None and record["trace_id"]
+
+
+@pytest.mark.parametrize("engine", ["httptools"])  # aiohttp's low-level server has no head timeout
+async def test_a_head_trickled_slower_than_the_header_timeout_is_408_and_audited(
+    edge: GatewayFiles, start_backend: StartBackend, engine: str
+) -> None:
+    backend = await start_backend(ok_app())
+    await edge.start({"routes": [{"match": {"prefix": "/"}, "upstream": backend}]}, limits={"header_timeout": "0.4s"})
+    port = edge.gateway.ports["http"]  # type: ignore[union-attr]
+
+    async def trickled(head: bytes, pause: float) -> bytes:
+        """Send the head a few bytes every `pause` seconds until the gateway answers; return the answer."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = asyncio.ensure_future(reader.read(65536))
+        try:
+            for at in range(0, len(head), 4):
+                if answer.done():
+                    break
+                writer.write(head[at : at + 4])
+                await asyncio.sleep(pause)
+            return await asyncio.wait_for(answer, 5)
+        finally:
+            writer.close()
+
+    slowloris = b"GET /x HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"a" * 200 + b"\r\n\r\n"
+    started = asyncio.get_running_loop().time()
+    reply = await trickled(slowloris, 0.02)  # ~1.1 s for the whole head: past the limit, though never idle
+    assert asyncio.get_running_loop().time() - started < 2.5
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), reply
+    assert b"connection: close" in head
+    assert b'"status":"DEADLINE_EXCEEDED"' in body and b"did not arrive within 0.4s" in body
+    request_id = next(
+        line.split(b": ", 1)[1].decode() for line in head.split(b"\r\n") if line.startswith(b"x-request-id")
+    )
+    for _ in range(100):
+        if any(r.get("request_id") == request_id for r in edge.audit_records()):
+            break
+        await asyncio.sleep(0.02)
+    assert [r["status"] for r in edge.audit_records() if r.get("request_id") == request_id] == [408]
+    quick = await trickled(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0.02)  # ~0.25 s: in time
+    assert quick.startswith(b"HTTP/1.1 200"), quick

@@ -71,6 +71,9 @@ class Limits(Frozen):
     max_body: ByteSize = Field(default=10 * 2**20, description="413 above this")
     max_header_line: ByteSize = Field(default=8190, description="431 for a longer request line or header")
     max_headers: int = Field(default=100, ge=1, description="431 for more header fields")
+    header_timeout: Duration = Field(
+        default=60.0, gt=0, description="408 when a request line and its headers take longer to arrive (httptools)"
+    )
     max_grpc_message: ByteSize = 4 * 2**20
 
 

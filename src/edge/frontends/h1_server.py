@@ -11,6 +11,13 @@ the transport's write backpressure; writes leave at the end of the loop's
 pass, with the other connections' (`coalescing.py`). What a request means
 and how a reply is rendered is `h1_door.py`'s business; `H1Listener` owns
 the listening server, idle keep-alive timeouts and the drain on shutdown.
+
+A request head must arrive whole within `limits.header_timeout` of its first
+byte (nginx's `client_header_timeout`, 60 s by default there too): a client
+trickling its head a byte at a time (slowloris) keeps the connection busy,
+so the keep-alive timeout never sees it idle. It is answered 408 and closed
+by the same sweep that closes idle connections. A stalled request body is
+bounded by the route's upstream timeout, which covers the body sent upstream.
 """
 
 from __future__ import annotations
@@ -91,6 +98,7 @@ class H1Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._parsing: H1Request | None = None
         self._in_head = False
+        self._head_started = 0.0
         self._head_bytes = 0
         self._url = b""
         self._headers: list[tuple[str, str]] = []
@@ -165,6 +173,7 @@ class H1Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._head_started = self._loop.time()
         self._head_bytes = 0
         self._url = b""
         self._headers = []
@@ -270,6 +279,13 @@ class H1Connection(asyncio.Protocol):
         """Seconds without a byte read or a request in flight (0 while one is in flight)."""
         return 0.0 if self._task is not None else now - self.last_active
 
+    def head_overdue(self, now: float, limit: float) -> bool:
+        """Whether a request head has been arriving for longer than `limit` seconds."""
+        return self._in_head and now - self._head_started > limit
+
+    def time_out_head(self, limit: float) -> None:
+        self._reject(408, Status.DEADLINE_EXCEEDED, f"the request head did not arrive within {limit:g}s")
+
     def shut_down(self) -> None:
         """Stop taking requests: an idle connection closes now, a busy one after its current reply."""
         self._closing = True
@@ -369,9 +385,13 @@ class H1Listener:
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
+        head_timeout = self.limits.header_timeout
+        interval = min(SWEEP_INTERVAL, head_timeout / 2)
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(interval)
             now = loop.time()
             for connection in self.connections:
                 if connection.idle_for(now) > KEEPALIVE_TIMEOUT:
                     connection.shut_down()
+                elif connection.head_overdue(now, head_timeout):
+                    connection.time_out_head(head_timeout)
