@@ -69,9 +69,9 @@ class QuotaStage:
                 checks.append((rule, key))
         record: dict[str, Any] | None = call.decisions.get("quota")
         if record is None:
-            call.decisions["quota"] = {"allowed": True, "rules": []}
+            record = call.decisions["quota"] = {"allowed": True, "rules": []}
         if skipped:
-            call.decisions["quota"].setdefault("skipped", []).extend(skipped)
+            record.setdefault("skipped", []).extend(skipped)
         return checks
 
     def _judged_in_memory(self, call: Call, checks: list[Check]) -> Denial | None:
