@@ -153,6 +153,7 @@ class Call:
     decisions: dict[str, Any] = field(default_factory=dict)
     reply_headers: list[tuple[str, str]] = field(default_factory=list)  # stages' additions to any reply (RateLimit-*)
     rejected: Denial | None = None  # set by a front door that could not make sense of the request
+    cut: Denial | None = None  # set by a front door that ended the call itself (an idle stream): what it was told
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline, or None when there is none."""

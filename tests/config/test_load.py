@@ -82,6 +82,14 @@ EDGE_ERRORS = [
     ("upstreams: {svc.v1: {endpoints: x}}", "upstreams[\"svc.v1\"].endpoints: expected a list (got 'x')"),
     ("limits: {max_body: 10XB}", "limits.max_body: expected a size such as 4096, 64KiB, 10MiB (got '10XB')"),
     ("limits: {max_headers: 0}", "limits.max_headers: expected a number at least 1 (got 0)"),
+    (
+        "limits: {stream_idle_timeout: -5}",
+        "limits.stream_idle_timeout: expected a duration such as 250ms, 15s, 5m, 30d, finite and not negative (got -5)",
+    ),
+    (
+        "limits: {stream_idle_timeout: null}",
+        "limits.stream_idle_timeout: expected a duration such as 250ms, 15s, 5m, 30d (got None)",
+    ),
     ("server: {watch_interval: 0}", "server.watch_interval: expected a number above 0 (got 0)"),
     ("audit: {sinks: [{type: kafka}]}", f"audit.sinks[0].type: expected one of: {sink_types()} (got 'kafka')"),
     ("audit: {sinks: [{path: a.jsonl}]}", "audit.sinks[0].type: required key is missing"),

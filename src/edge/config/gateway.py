@@ -75,6 +75,10 @@ class Limits(Frozen):
         default=60.0, gt=0, description="408 when a request line and its headers take longer to arrive (httptools)"
     )
     max_grpc_message: ByteSize = 4 * 2**20
+    stream_idle_timeout: Duration = Field(
+        default=300.0,
+        description="h2 gRPC door: a call with no frame either way this long ends UNAVAILABLE; 0 turns it off",
+    )
 
 
 class UpstreamTLS(Frozen):

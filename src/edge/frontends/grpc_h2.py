@@ -37,7 +37,12 @@ default; grpc-core keeps idle connections and pings them every 2 hours;
 gRPC clients reconnect on their next call). A caller that vanishes while its
 calls stay open (a long Watch) is found by TCP keepalive on every accepted
 socket, the kernel's probes after 2 hours idle, where grpc-core's server
-pings after 2 hours. grpc-core's PING strike rule
+pings after 2 hours. A call on which no HEADERS or DATA moves either way
+for `limits.stream_idle_timeout` (a caller that never finishes its
+request, a watch whose backend went quiet) is ended UNAVAILABLE and its
+upstream call cancelled (`_cut_idle`; Envoy's `stream_idle_timeout`, 5
+minutes; grpc-core has no such limit): each stream only records that a frame
+moved, and the connection's one timer looks. grpc-core's PING strike rule
 (GOAWAY after pings more often than every 5 minutes) is not copied: pings
 cost a read's worth of CPU and are bounded like any other frame.
 
@@ -61,11 +66,11 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from edge.call import Call, Metadata, MetaValue, Peer
+from edge.call import Call, Denial, Metadata, MetaValue, Peer
 from edge.config.gateway import Limits
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
-from edge.frontends.grpc import GrpcDoor, grpc_call, method_kind
+from edge.frontends.grpc import GrpcDoor, denial_trailers, grpc_call, method_kind
 from edge.frontends.grpc_stream import STATUS_TEXT, GrpcStream
 from edge.frontends.open_connections import OpenConnections
 from edge.frontends.own_services import OwnServices
@@ -75,7 +80,6 @@ from edge.grpc_wire import (
     Deframer,
     WireError,
     decode_value,
-    frame,
     parse_timeout,
 )
 from edge.http2 import H2Protocol, StreamClosed, StreamRefused
@@ -91,10 +95,12 @@ RemoteSettingsChanged = h2.events.RemoteSettingsChanged
 
 HANDSHAKE_TIMEOUT = 20.0  # seconds from accept to the caller's SETTINGS
 IDLE_TIMEOUT = 3600.0  # seconds a connection may stay without calls
+IDLE_CHECKS = 8  # checks for idle calls per `limits.stream_idle_timeout`: a call is cut within 1.25 times it
 MAX_STREAMS = 1000  # MAX_CONCURRENT_STREAMS the door advertises
 RESET_BURST = 2 * MAX_STREAMS  # streams the caller may reset (or open past the limit) at once ...
 RESET_RATE = MAX_STREAMS / 10  # ... and a second after that
 CALM_LINGER = 1.0  # seconds a caller sent ENHANCE_YOUR_CALM has to read it before the connection is cut
+IDLE_MESSAGE = "the call was idle for {:g} s, no frame either way (limits.stream_idle_timeout)"
 
 # Request headers that are HTTP/2 or gRPC framing, not the caller's metadata.
 NOT_METADATA = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
@@ -115,6 +121,7 @@ class GrpcH2Connection(H2Protocol):
         self.calmed = False
         self.advanced = 0  # bytes of unfinished messages returned ahead (`GrpcStream.return_window`)
         self.starved: set[GrpcStream] = set()  # streams holding such bytes back for want of budget
+        self.stream_idle = listener.limits.stream_idle_timeout
         self._greeted = False
         self._idle_since = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -178,7 +185,7 @@ class GrpcH2Connection(H2Protocol):
             self._greeted = True
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_later(IDLE_TIMEOUT, self._due)
+            self._timer = self.loop.call_later(self._check_in(0.0), self._due)
         elif kind is ConnectionTerminated:
             self.draining = True
             if not self.streams:
@@ -234,6 +241,7 @@ class GrpcH2Connection(H2Protocol):
         self.streams[stream_id] = stream
         handler = self.door.handler(path)
         if handler is not None:
+            stream.own = True
             stream.task = self.loop.create_task(self._run(stream, handler(stream)))
             return
         client_streaming, server_streaming = self.door.kind(path)
@@ -338,7 +346,15 @@ class GrpcH2Connection(H2Protocol):
         self.hang_up(CALM_LINGER)
 
     def _due(self) -> None:
-        """The handshake deadline, then the idle check: a connection without calls for `IDLE_TIMEOUT` goes away."""
+        """The handshake deadline, then the idle checks: of the calls (`_cut_idle`) and of the connection.
+
+        One timer a connection, every `stream_idle_timeout / IDLE_CHECKS`
+        (37.5 s by default; a call opened between checks needs no timer of
+        its own): a call seen without a frame since the check before is idle
+        from that check on, so it is never cut early and at most two check
+        intervals late. A connection without calls for `IDLE_TIMEOUT` goes
+        away.
+        """
         self._timer = None
         if self.closed or self.draining:
             return
@@ -346,11 +362,60 @@ class GrpcH2Connection(H2Protocol):
             log.info("grpc caller %s sent no HTTP/2 preface within %g s; closing", self.peer.address, HANDSHAKE_TIMEOUT)
             self.abort()
             return
-        idle = 0.0 if self.streams else self.loop.time() - self._idle_since
-        if idle < IDLE_TIMEOUT:
-            self._timer = self.loop.call_later(IDLE_TIMEOUT - idle, self._due)
+        now = self.loop.time()
+        if self.streams and self.stream_idle:
+            self._check_streams(now)
+        idle = 0.0 if self.streams else now - self._idle_since
+        if idle >= IDLE_TIMEOUT:
+            self.shut_down()
             return
-        self.shut_down()
+        self._timer = self.loop.call_later(self._check_in(idle), self._due)
+
+    def _check_in(self, idle: float) -> float:
+        """Seconds to the next check, the connection idle for `idle` seconds."""
+        wait = IDLE_TIMEOUT - idle
+        return min(wait, self.stream_idle / IDLE_CHECKS) if self.stream_idle else wait
+
+    def _check_streams(self, now: float) -> None:
+        limit = self.stream_idle
+        for stream in list(self.streams.values()):
+            if stream.moved:
+                stream.moved = False
+                stream.quiet_since = now
+            elif now - stream.quiet_since >= limit and not (stream.own and stream.ended):
+                self._cut_idle(stream)
+
+    def _cut_idle(self, stream: GrpcStream) -> None:
+        """End a call idle past `limits.stream_idle_timeout`: UNAVAILABLE to the caller, the upstream call cancelled.
+
+        The caller is told in trailers (grpc-status and a message naming the
+        limit, as Envoy's `stream_idle_timeout` answers before any response
+        headers) even when the response headers went already, where Envoy
+        only resets the stream and the caller is left with an HTTP/2 error
+        code; RST_STREAM NO_ERROR then frees the stream slot if the caller
+        had not ended its side. The call's audit record gets the same status
+        (`Call.cut`). A call whose pipeline never started (a unary request
+        never finished) runs it now, refused, to be answered and audited.
+        The gateway's own Watch calls, idle by design once the request is in,
+        are left alone.
+        """
+        denial = Denial(Status.UNAVAILABLE, IDLE_MESSAGE.format(self.stream_idle))
+        log.info("grpc call %s on stream %d of %s idle; ending it", stream.path, stream.id, self.peer.address)
+        self._forget(stream)
+        call = stream.call
+        if stream.task is None:
+            stream.task = self.loop.create_task(self._run(stream, self._refuse(stream, denial)))
+            return
+        if call is not None:
+            call.cut = denial
+        self._cancel(stream)
+        with suppress(StreamClosed):
+            stream.answer(denial.status, denial.message, denial_trailers(call, denial) if call is not None else ())
+        self.reset(stream.id, ErrorCodes.NO_ERROR)
+
+    async def _refuse(self, stream: GrpcStream, denial: Denial) -> None:
+        await self.door.refuse(stream, denial)
+        self.reset(stream.id, ErrorCodes.NO_ERROR)
 
     def _refuse_http(self, stream_id: int, status: int) -> None:
         message = "gRPC calls are POST requests" if status == 405 else "content-type must be application/grpc"
@@ -364,9 +429,6 @@ class GrpcH2Connection(H2Protocol):
         with suppress(Exception):
             self.conn.acknowledge_received_data(size, stream_id)
             self.schedule_flush()
-
-    async def send_message(self, stream_id: int, message: bytes) -> None:
-        await self.send_data(stream_id, frame(message))
 
     def shut_down(self) -> None:
         """GOAWAY: no new calls; the connection closes when its calls end."""
@@ -428,15 +490,21 @@ class GrpcH2Door:
         )
 
     async def unary_call(self, stream: GrpcStream, message: bytes) -> None:
-        call = self._call(stream)
+        call = stream.call = self._call(stream)
         call.body = message
         call.bytes_in = len(message)
         call.unary = True
         await self.pipeline.run(call, self.forward, stream.deliver)
 
     async def stream(self, stream: GrpcStream) -> None:
-        call = self._call(stream)
+        call = stream.call = self._call(stream)
         call.body = _counted(stream.requests(), call)
+        await self.pipeline.run(call, self.forward, stream.deliver)
+
+    async def refuse(self, stream: GrpcStream, denial: Denial) -> None:
+        """Answer a call with `denial` through the pipeline, which runs no stage and writes its audit record."""
+        call = stream.call = self._call(stream)
+        call.rejected = denial
         await self.pipeline.run(call, self.forward, stream.deliver)
 
 

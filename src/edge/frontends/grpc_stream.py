@@ -9,6 +9,10 @@ message not yet whole are returned while no whole message waits, up to
 streams could exhaust the connection window with no message ending: a
 deadlock). `deliver` writes a `Reply` as response headers, framed messages
 and trailers, or one trailers-only block for a local answer.
+
+Every frame the call moves, either way, sets `moved`: a store, no clock read,
+on the hot path. The connection's periodic check (`GrpcH2Connection._due`)
+reads and clears it to find calls idle past `limits.stream_idle_timeout`.
 """
 
 from __future__ import annotations
@@ -17,13 +21,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from functools import partial
 from typing import TYPE_CHECKING
 
 from edge.call import Call, Denial, Metadata, MetaValue, Reply
 from edge.errors import EdgeError, Status
 from edge.frontends.grpc import NO_MESSAGE, denial_trailers, relay, with_gateway_keys
-from edge.grpc_wire import ACCEPT_ENCODING, Deframer, WireError, encode_metadata, quote_message
+from edge.grpc_wire import ACCEPT_ENCODING, Deframer, WireError, encode_metadata, frame, quote_message
 from edge.http2 import WINDOW
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ class GrpcStream:
 
     __slots__ = (
         "advanced",
+        "call",
         "connection",
         "deframer",
         "ended",
@@ -49,7 +53,10 @@ class GrpcStream:
         "id",
         "messages",
         "metadata",
+        "moved",
+        "own",
         "path",
+        "quiet_since",
         "responded",
         "task",
         "timeout",
@@ -76,11 +83,16 @@ class GrpcStream:
         self.advanced = 0  # bytes returned ahead of the unfinished message they belong to
         self.responded = False
         self.held: bytes | None = None
+        self.call: Call | None = None  # once its pipeline runs
+        self.own = False  # answered by the gateway's own services (health, reflection)
+        self.moved = True  # a frame went either way since the connection's last idle check
+        self.quiet_since = 0.0  # the check that last saw it move
 
     # the caller's side
 
     def received(self, data: bytes, flow: int) -> None:
         """Raises `WireError` for a malformed message, or a unary call's second one."""
+        self.moved = True
         self.unacked += flow
         messages = self.deframer.feed(data)
         if messages:
@@ -124,7 +136,7 @@ class GrpcStream:
             self.connection.refund(self)
 
     def finished(self) -> None:
-        self.ended = True
+        self.ended = self.moved = True
         if self.deframer.pending:
             raise WireError("the request stream ended inside a message", status=Status.INTERNAL)
         self._wake()
@@ -155,16 +167,15 @@ class GrpcStream:
         if reply.denial is not None:
             self.end_locally(call, reply.denial)
             return
-        connection = self.connection
         self.open_reply(encode_metadata(with_gateway_keys(reply.headers, call)))
         body = reply.body
         if isinstance(body, bytes) and (self.unary_response or call.unary):
             call.bytes_out += len(body)
-            await connection.send_message(self.id, body)
+            await self.send_message(body)
             self.end(reply.status, reply.message, reply.trailers)
             return
         try:
-            send = None if self.unary_response else partial(connection.send_message, self.id)
+            send = None if self.unary_response else self.send_message
             count, self.held = await relay(call, body, send)
         except EdgeError as error:
             log.warning("request %s: %s; ending the call", call.request_id, error.message)
@@ -176,13 +187,18 @@ class GrpcStream:
                 self.end(Status.INTERNAL, NO_MESSAGE if count == 0 else "the upstream sent several messages", [])
                 return
             assert self.held is not None
-            await connection.send_message(self.id, self.held)
+            await self.send_message(self.held)
         self.end(reply.status, reply.message, reply.trailers)
+
+    async def send_message(self, message: bytes) -> None:
+        """One response message, framed, as the caller's windows allow."""
+        self.moved = True
+        await self.connection.send_data(self.id, frame(message))
 
     def open_reply(self, headers: Sequence[tuple[str, str]]) -> None:
         """The response headers (initial metadata), once, before any message."""
         if not self.responded:
-            self.responded = True
+            self.responded = self.moved = True
             self.connection.send_headers(self.id, [*RESPONSE_HEAD, *headers])
 
     def end(self, status: Status, message: str, trailers: Sequence[tuple[str, MetaValue]]) -> None:

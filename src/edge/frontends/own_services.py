@@ -120,7 +120,7 @@ async def _reply(stream: GrpcStream, message: bytes | None) -> None:
     """Response headers before the first message, then the message."""
     stream.open_reply(())
     if message is not None:
-        await stream.connection.send_message(stream.id, message)
+        await stream.send_message(message)
 
 
 async def _only(stream: GrpcStream, kind: Any) -> Any:

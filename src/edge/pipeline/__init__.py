@@ -8,7 +8,9 @@ so it holds the final status and byte counts of every call, allowed or denied.
 Before any stage the call gets its trace id (`trace.py`), and a route marked
 `regulated` is refused (503) while the audit trail could not keep its record.
 Expected failures (`EdgeError`) become local replies here, and only here;
-anything else is logged with its traceback and answered as INTERNAL.
+anything else is logged with its traceback and answered as INTERNAL. A call
+cancelled under it is recorded as CANCELLED, or with the status its front
+door gave it when the door ended it (`Call.cut`, an idle stream).
 
 A stage that never waits (the quota stages with the memory store) may offer
 `decide_now(call)`, which the pipeline calls instead of awaiting the stage:
@@ -74,7 +76,9 @@ class Pipeline:
                 reply = Reply.local(Denial(Status.INTERNAL, "internal error", http=500))
             await deliver(call, reply)
         except (asyncio.CancelledError, ConnectionError):
-            if reply is None or reply.denial is None:
+            if call.cut is not None:
+                reply = Reply.local(call.cut)
+            elif reply is None or reply.denial is None:
                 reply = Reply(http_status=499, status=Status.CANCELLED, message="caller went away")
             raise
         finally:
