@@ -311,3 +311,20 @@ async def test_routes_reload_reaches_the_grpc_door(
         (tmp_path / "routes.yaml").write_text(json.dumps({"routes": [grpc_route(backend.url)]}))
         assert await gateway.reload() is None
         assert await stub(channel, pb).EmptyCall(pb.empty.Empty(), timeout=WAIT) == pb.empty.Empty()
+
+
+async def test_a_call_ended_by_the_callers_deadline_is_audited_as_deadline_exceeded(
+    backend: Backend, make_gateway: MakeGateway, pb: SimpleNamespace, tmp_path: Path
+) -> None:
+    """The caller's client cancels at its deadline, usually before the gateway's own timers: still DEADLINE_EXCEEDED."""
+    slow = pb.messages.StreamingOutputCallRequest(
+        response_parameters=[pb.messages.ResponseParameters(size=1, interval_us=3_000_000)]
+    )
+    audit = {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]}
+    async with make_gateway([grpc_route(backend.url)], audit=audit) as gateway, channel_to(gateway) as channel:
+        for _ in range(3):
+            call = stub(channel, pb).StreamingOutputCall(slow, timeout=0.3)
+            assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await stub(channel, pb).EmptyCall(pb.empty.Empty(), timeout=WAIT)
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["grpc_status"], r["status"]) for r in records] == [("DEADLINE_EXCEEDED", 504)] * 3 + [("OK", 200)]

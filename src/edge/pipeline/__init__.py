@@ -9,8 +9,9 @@ Before any stage the call gets its trace id (`trace.py`), and a route marked
 `regulated` is refused (503) while the audit trail could not keep its record.
 Expected failures (`EdgeError`) become local replies here, and only here;
 anything else is logged with its traceback and answered as INTERNAL. A call
-cancelled under it is recorded as CANCELLED, or with the status its front
-door gave it when the door ended it (`Call.cut`, an idle stream).
+cancelled under it is recorded as CANCELLED, as DEADLINE_EXCEEDED when that
+came at its deadline, or with the status its front door gave it when the
+door ended it (`Call.cut`, an idle stream).
 
 A stage that never waits (the quota stages with the memory store) may offer
 `decide_now(call)`, which the pipeline calls instead of awaiting the stage:
@@ -36,6 +37,7 @@ Deliver = Callable[[Call, Reply], Awaitable[None]]
 log = logging.getLogger("edge.pipeline")
 
 NO_ROUTE = "no route for this path"
+DEADLINE_SLACK = 0.01  # seconds: a cancel this close to the deadline came from it (clocks and timers are coarse)
 AUDIT_UNAVAILABLE = "the audit trail cannot take this call now (regulated route)"
 
 
@@ -79,7 +81,7 @@ class Pipeline:
             if call.cut is not None:
                 reply = Reply.local(call.cut)
             elif reply is None or reply.denial is None:
-                reply = Reply(http_status=499, status=Status.CANCELLED, message="caller went away")
+                reply = _ended_early(call)
             raise
         finally:
             self.audit.record(call, reply)
@@ -93,3 +95,16 @@ class Pipeline:
         if call.route.spec is not None and call.route.spec.regulated and not self.audit.accepting():
             return Reply.local(Denial(Status.UNAVAILABLE, AUDIT_UNAVAILABLE, http=503))
         return None
+
+
+def _ended_early(call: Call) -> Reply:
+    """What a call cancelled before its reply went out ended with.
+
+    A gRPC client cancels its call (RST_STREAM) when its own deadline passes,
+    which is usually before the gateway's timers for the same deadline fire:
+    the caller was told DEADLINE_EXCEEDED, and so is the audit trail.
+    """
+    remaining = call.remaining()
+    if remaining is not None and remaining < DEADLINE_SLACK:
+        return Reply(http_status=504, status=Status.DEADLINE_EXCEEDED, message="the call's deadline passed")
+    return Reply(http_status=499, status=Status.CANCELLED, message="caller went away")
