@@ -23,7 +23,9 @@ from grpc_tools import protoc
 from interop_server import Backend, start_backend
 from tests.certs import CA, issue_cert, make_ca
 
+import edge.server
 from edge.config import load
+from edge.frontends.grpc_h2 import GrpcH2Listener
 from edge.server import Gateway
 from edge.transcode.descriptors import compile_protos
 
@@ -111,3 +113,17 @@ def make_gateway(tmp_path: Path, descriptor_dir: Path, grpc_engine: str) -> Make
             yield gateway
 
     return make
+
+
+@pytest.fixture
+def listeners(monkeypatch: pytest.MonkeyPatch) -> list[GrpcH2Listener]:
+    """The h2 listeners the test's gateways start, to look at their connections from the server's side."""
+    started: list[GrpcH2Listener] = []
+
+    class Recorded(GrpcH2Listener):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(edge.server, "GrpcH2Listener", Recorded)
+    return started

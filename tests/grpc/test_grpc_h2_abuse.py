@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from types import SimpleNamespace
-from typing import Any
 
 import h2.events
 import h2.settings
@@ -41,20 +40,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 @pytest.fixture
 def grpc_engine() -> str:
     return "h2"
-
-
-@pytest.fixture
-def listeners(monkeypatch: pytest.MonkeyPatch) -> list[grpc_h2.GrpcH2Listener]:
-    """The h2 listeners the test's gateways start, to look at their connections from the server's side."""
-    started: list[grpc_h2.GrpcH2Listener] = []
-
-    class Recorded(grpc_h2.GrpcH2Listener):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    monkeypatch.setattr(edge.server, "GrpcH2Listener", Recorded)
-    return started
 
 
 def _server_side(listeners: list[grpc_h2.GrpcH2Listener]) -> grpc_h2.GrpcH2Connection:

@@ -23,7 +23,6 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from interop_server import Backend
 
-import edge.server
 from edge.errors import Status
 from edge.frontends import grpc_h2
 
@@ -35,19 +34,6 @@ UNAVAILABLE = str(Status.UNAVAILABLE.value)
 @pytest.fixture
 def grpc_engine() -> str:
     return "h2"
-
-
-@pytest.fixture
-def listeners(monkeypatch: pytest.MonkeyPatch) -> list[grpc_h2.GrpcH2Listener]:
-    started: list[grpc_h2.GrpcH2Listener] = []
-
-    class Recorded(grpc_h2.GrpcH2Listener):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    monkeypatch.setattr(edge.server, "GrpcH2Listener", Recorded)
-    return started
 
 
 def _sections(tmp_path: Path) -> dict[str, Any]:
