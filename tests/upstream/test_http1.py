@@ -252,19 +252,29 @@ async def test_bytes_sent_while_idle_retire_the_connection(serve) -> None:  # ty
     assert len(connections) == 2
 
 
+class InFlight:
+    """A test backend's requests being answered at once, and the most there were."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+    async def answer(self, writer: asyncio.StreamWriter, delay: float) -> None:
+        """A 200 after `delay`, the request counted as in flight meanwhile."""
+        self.now += 1
+        self.most = max(self.most, self.now)
+        await asyncio.sleep(delay)
+        self.now -= 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+
 async def test_a_retried_request_holds_one_slot_of_the_pool(serve) -> None:  # type: ignore[no-untyped-def]
-    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    in_flight = [0]
-    most = [0]
+    in_flight = InFlight()
 
     async def answer_then_drop_the_next(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        in_flight[0] += 1
-        most[0] = max(most[0], in_flight[0])
-        await asyncio.sleep(0.01)
-        in_flight[0] -= 1
-        writer.write(ok)
-        await writer.drain()
+        await in_flight.answer(writer, 0.01)
         await read_request(reader)  # the next request on this connection is dropped unanswered
 
     pool, _ = await serve(answer_then_drop_the_next, limit=1)
@@ -273,22 +283,15 @@ async def test_a_retried_request_holds_one_slot_of_the_pool(serve) -> None:  # t
         asyncio.gather(*(pool.request("POST", "/", {"host": "b"}, b"x", 2) for _ in range(4))), 5
     )
     assert [reply.body for reply in replies] == [b"ok"] * 4
-    assert most[0] == 1
+    assert in_flight.most == 1
 
 
 async def test_callers_of_a_full_pool_wait_in_turn_and_one_giving_up_frees_no_extra_slot(serve) -> None:  # type: ignore[no-untyped-def]
-    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    in_flight = [0]
-    most = [0]
+    in_flight = InFlight()
 
     async def slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await read_request(reader):
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-            await asyncio.sleep(0.02)
-            in_flight[0] -= 1
-            writer.write(ok)
-            await writer.drain()
+            await in_flight.answer(writer, 0.02)
 
     pool, _ = await serve(slowly, limit=2)
     calls = [asyncio.create_task(pool.request("GET", "/", {"host": "b"}, b"", 2)) for _ in range(6)]
@@ -297,9 +300,9 @@ async def test_callers_of_a_full_pool_wait_in_turn_and_one_giving_up_frees_no_ex
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert isinstance(results[3], asyncio.CancelledError)
     assert [r.body for i, r in enumerate(results) if i != 3] == [b"ok"] * 5  # type: ignore[union-attr]
-    assert most[0] == 2
+    assert in_flight.most == 2
     more = await asyncio.wait_for(
         asyncio.gather(*(pool.request("GET", "/", {"host": "b"}, b"", 2) for _ in range(4))), 5
     )
     assert [r.body for r in more] == [b"ok"] * 4
-    assert most[0] == 2
+    assert in_flight.most == 2
