@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import ssl
 from pathlib import Path
 from types import SimpleNamespace
@@ -195,3 +196,33 @@ async def test_a_unary_call_without_its_message_is_internal(backend: Backend, ma
         headers, _, trailers = await client.answer(client.send(_request(EMPTY_CALL)))
     assert {**headers, **trailers}["grpc-status"] == "13"
     assert backend.servicer.records.calls == []
+
+
+async def test_calls_the_door_ends_itself_are_audited_with_what_the_caller_was_told(
+    backend: Backend, make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    """A unary call with no message or two, one above the size limit, a stream framed wrongly mid-call: all audited."""
+    sections: dict[str, Any] = {
+        "limits": {"max_grpc_message": "1KiB"},
+        "audit": {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]},
+    }
+    duplex = f"/{SERVICE}/FullDuplexCall"
+    async with make_gateway([grpc_route(backend.url)], **sections) as gateway, raw_client(gateway) as client:
+        told = []
+        for path, body, end in [
+            (EMPTY_CALL, None, True),
+            (EMPTY_CALL, _framed(b"") * 2, True),
+            (UNARY_CALL, b"\x00" + (1 << 20).to_bytes(4, "big") + b"x" * 100, False),
+            (duplex, _framed(b"", compressed=True), False),  # compressed without grpc-encoding, on a running stream
+        ]:
+            headers, _, trailers = await client.answer(client.send(_request(path), body, end))
+            told.append({**headers, **trailers}["grpc-status"])
+        assert told == ["13", "13", "8", "13"]
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["path"].rsplit("/", 1)[1], r["grpc_status"]) for r in records] == [
+        ("EmptyCall", "INTERNAL"),
+        ("EmptyCall", "INTERNAL"),
+        ("UnaryCall", "RESOURCE_EXHAUSTED"),
+        ("FullDuplexCall", "INTERNAL"),
+    ]
+    assert "more than one message" in records[1]["reason"] and "grpc-encoding" in records[3]["reason"]

@@ -248,7 +248,7 @@ class GrpcH2Connection(H2Protocol):
         stream.unary_request = not client_streaming and not server_streaming
         stream.unary_response = not server_streaming
         if not stream.unary_request:
-            stream.task = self.loop.create_task(self._run(stream, self.door.stream(stream)))
+            stream.task = self.loop.create_task(self._run(stream, self._streamed(stream)))
 
     def _headers_problem(self, fields: int, longest: int) -> tuple[Status, str] | None:
         """`limits.max_headers` and `max_header_line` as the HTTP door applies them (431 there).
@@ -263,11 +263,8 @@ class GrpcH2Connection(H2Protocol):
         return None
 
     def _start_unary(self, stream: GrpcStream) -> None:
-        if len(stream.messages) != 1:
-            count = len(stream.messages)
-            self._forget(stream)
-            with suppress(StreamClosed):
-                stream.answer(Status.INTERNAL, f"a unary call carried {count} messages")  # grpc's cardinality violation
+        if len(stream.messages) != 1:  # grpc's cardinality violation
+            self._end(stream, Denial(Status.INTERNAL, f"a unary call carried {len(stream.messages)} messages"))
             return
         message = stream.messages.popleft()
         stream.give_back()
@@ -317,11 +314,7 @@ class GrpcH2Connection(H2Protocol):
 
     def _fail(self, stream: GrpcStream, error: EdgeError) -> None:
         """The caller framed a message wrongly or too large: the call ends with the error's status."""
-        self._forget(stream)
-        self._cancel(stream)
-        with suppress(StreamClosed):
-            stream.answer(error.status, error.message)
-        self.reset(stream.id, ErrorCodes.NO_ERROR)
+        self._end(stream, Denial.from_error(error))
 
     def _cancel(self, stream: GrpcStream) -> None:
         if stream.task is not None:
@@ -386,25 +379,35 @@ class GrpcH2Connection(H2Protocol):
                 self._cut_idle(stream)
 
     def _cut_idle(self, stream: GrpcStream) -> None:
-        """End a call idle past `limits.stream_idle_timeout`: UNAVAILABLE to the caller, the upstream call cancelled.
+        """End a call idle past `limits.stream_idle_timeout` with UNAVAILABLE (`_end`).
 
         The caller is told in trailers (grpc-status and a message naming the
         limit, as Envoy's `stream_idle_timeout` answers before any response
         headers) even when the response headers went already, where Envoy
         only resets the stream and the caller is left with an HTTP/2 error
-        code; RST_STREAM NO_ERROR then frees the stream slot if the caller
-        had not ended its side. The call's audit record gets the same status
-        (`Call.cut`). A call whose pipeline never started (a unary request
-        never finished) runs it now, refused, to be answered and audited.
-        The gateway's own Watch calls, idle by design once the request is in,
-        are left alone.
+        code. The gateway's own Watch calls, idle by design once the request
+        is in, are left alone (`_check_streams`).
         """
-        denial = Denial(Status.UNAVAILABLE, IDLE_MESSAGE.format(self.stream_idle))
         log.info("grpc call %s on stream %d of %s idle; ending it", stream.path, stream.id, self.peer.address)
+        self._end(stream, Denial(Status.UNAVAILABLE, IDLE_MESSAGE.format(self.stream_idle)))
+
+    def _end(self, stream: GrpcStream, denial: Denial) -> None:
+        """The door ends a call itself: the caller is told `denial`, its upstream call is cancelled, its audit record says the same.
+
+        A call whose pipeline runs gets `Call.cut`, which the pipeline records
+        when the cancel reaches it; one whose pipeline has not started (a
+        unary request never finished or framed wrongly, a stream whose first
+        message came wrong in the read that opened it) runs it now, refused,
+        to be answered and audited. RST_STREAM NO_ERROR then frees the stream slot
+        if the caller had not ended its side.
+        """
         self._forget(stream)
         call = stream.call
-        if stream.task is None:
-            stream.task = self.loop.create_task(self._run(stream, self._refuse(stream, denial)))
+        if call is None and not stream.own:
+            if stream.task is None:
+                stream.task = self.loop.create_task(self._run(stream, self._refuse(stream, denial)))
+            else:
+                stream.refusal = denial  # its task has not run yet (`_streamed`)
             return
         if call is not None:
             call.cut = denial
@@ -412,6 +415,13 @@ class GrpcH2Connection(H2Protocol):
         with suppress(StreamClosed):
             stream.answer(denial.status, denial.message, denial_trailers(call, denial) if call is not None else ())
         self.reset(stream.id, ErrorCodes.NO_ERROR)
+
+    async def _streamed(self, stream: GrpcStream) -> None:
+        """A streaming call's pipeline, or its refusal when the door ended the call before this task ran."""
+        if stream.refusal is None:
+            await self.door.stream(stream)
+        else:
+            await self._refuse(stream, stream.refusal)
 
     async def _refuse(self, stream: GrpcStream, denial: Denial) -> None:
         await self.door.refuse(stream, denial)

@@ -57,6 +57,7 @@ class GrpcStream:
         "own",
         "path",
         "quiet_since",
+        "refusal",
         "responded",
         "task",
         "timeout",
@@ -84,6 +85,7 @@ class GrpcStream:
         self.responded = False
         self.held: bytes | None = None
         self.call: Call | None = None  # once its pipeline runs
+        self.refusal: Denial | None = None  # the door ended the call before its task ran
         self.own = False  # answered by the gateway's own services (health, reflection)
         self.moved = True  # a frame went either way since the connection's last idle check
         self.quiet_since = 0.0  # the check that last saw it move
