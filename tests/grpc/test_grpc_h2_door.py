@@ -201,28 +201,33 @@ async def test_a_unary_call_without_its_message_is_internal(backend: Backend, ma
 async def test_calls_the_door_ends_itself_are_audited_with_what_the_caller_was_told(
     backend: Backend, make_gateway: MakeGateway, tmp_path: Path
 ) -> None:
-    """A unary call with no message or two, one above the size limit, a stream framed wrongly mid-call: all audited."""
+    """Calls refused for their headers, their messages (none, two, too large, framed wrongly): all audited."""
     sections: dict[str, Any] = {
-        "limits": {"max_grpc_message": "1KiB"},
+        "limits": {"max_grpc_message": "1KiB", "max_headers": 20},
         "audit": {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]},
     }
     duplex = f"/{SERVICE}/FullDuplexCall"
     async with make_gateway([grpc_route(backend.url)], **sections) as gateway, raw_client(gateway) as client:
         told = []
-        for path, body, end in [
-            (EMPTY_CALL, None, True),
-            (EMPTY_CALL, _framed(b"") * 2, True),
-            (UNARY_CALL, b"\x00" + (1 << 20).to_bytes(4, "big") + b"x" * 100, False),
-            (duplex, _framed(b"", compressed=True), False),  # compressed without grpc-encoding, on a running stream
+        for request, body, end in [
+            (_request(EMPTY_CALL, **{"grpc-encoding": "snappy"}), _framed(b""), True),
+            (_request(EMPTY_CALL, **{f"x-h{i}": "v" for i in range(30)}), _framed(b""), True),
+            (_request(EMPTY_CALL), None, True),
+            (_request(EMPTY_CALL), _framed(b"") * 2, True),
+            (_request(UNARY_CALL), b"\x00" + (1 << 20).to_bytes(4, "big") + b"x" * 100, False),
+            (_request(duplex), _framed(b"", compressed=True), False),  # compressed without grpc-encoding
         ]:
-            headers, _, trailers = await client.answer(client.send(_request(path), body, end))
+            headers, _, trailers = await client.answer(client.send(request, body, end))
             told.append({**headers, **trailers}["grpc-status"])
-        assert told == ["13", "13", "8", "13"]
+        assert told == ["12", "8", "13", "13", "8", "13"]
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(r["path"].rsplit("/", 1)[1], r["grpc_status"]) for r in records] == [
+        ("EmptyCall", "UNIMPLEMENTED"),
+        ("EmptyCall", "RESOURCE_EXHAUSTED"),
         ("EmptyCall", "INTERNAL"),
         ("EmptyCall", "INTERNAL"),
         ("UnaryCall", "RESOURCE_EXHAUSTED"),
         ("FullDuplexCall", "INTERNAL"),
     ]
-    assert "more than one message" in records[1]["reason"] and "grpc-encoding" in records[3]["reason"]
+    assert "snappy" in records[0]["reason"] and "more than one message" in records[3]["reason"]
+    assert "grpc-encoding" in records[5]["reason"]

@@ -223,21 +223,18 @@ class GrpcH2Connection(H2Protocol):
             else:
                 pairs.append((name, value))
         stream = GrpcStream(self, stream_id, path, Deframer(self.limits.max_grpc_message, encoding))
-        try:
-            if method != "POST" or not content_type.startswith("application/grpc"):
-                self._refuse_http(stream_id, 405 if method != "POST" else 415)
-                return
-            problem = self._headers_problem(len(event.headers) - pseudo, longest)
-            if problem is None and encoding is not None and encoding not in ENCODINGS:
-                problem = Status.UNIMPLEMENTED, f"grpc-encoding {encoding} is not supported (use {ACCEPT_ENCODING})"
-            if problem is not None:
-                stream.answer(*problem)
-                self.reset(stream_id, ErrorCodes.NO_ERROR)
-                return
-        except StreamClosed:
-            return  # the caller reset the stream in the same read
         stream.metadata = Metadata(pairs)
         stream.timeout = timeout
+        if method != "POST" or not content_type.startswith("application/grpc"):
+            with suppress(StreamClosed):  # the caller reset the stream in the same read
+                self._refuse_http(stream_id, 405 if method != "POST" else 415)
+            return
+        problem = self._headers_problem(len(event.headers) - pseudo, longest)
+        if problem is None and encoding is not None and encoding not in ENCODINGS:
+            problem = Status.UNIMPLEMENTED, f"grpc-encoding {encoding} is not supported (use {ACCEPT_ENCODING})"
+        if problem is not None:
+            self._end(stream, Denial(*problem))
+            return
         self.streams[stream_id] = stream
         handler = self.door.handler(path)
         if handler is not None:
