@@ -50,14 +50,22 @@ async def test_a_unary_call_over_raw_http2(backend: Backend, make_gateway: MakeG
     ids=["not-post", "not-grpc"],
 )
 async def test_a_request_that_is_not_grpc_gets_an_http_status(
-    extra: dict[str, str], status: str, backend: Backend, make_gateway: MakeGateway
+    extra: dict[str, str], status: str, backend: Backend, make_gateway: MakeGateway, tmp_path: Path
 ) -> None:
-    async with make_gateway([grpc_route(backend.url)]) as gateway, raw_client(gateway) as client:
+    audit = {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]}
+    async with make_gateway([grpc_route(backend.url)], audit=audit) as gateway, raw_client(gateway) as client:
         stream = client.send(_request(EMPTY_CALL, **extra), _framed(b""))
         headers, _, _ = await client.answer(stream)
     assert headers[":status"] == status
     assert headers["grpc-status"] != "0" and headers["grpc-message"]
     assert backend.servicer.records.calls == []
+    (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert (record["status"], record["method"], record["reason"]) == (
+        int(status),
+        extra.get("method", "POST"),
+        headers["grpc-message"],
+    )
+    assert record["path"] == EMPTY_CALL and record["trace_id"]
 
 
 async def test_gzip_messages_from_the_caller_are_inflated(

@@ -66,7 +66,7 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from edge.call import Call, Denial, Metadata, MetaValue, Peer
+from edge.call import Call, Denial, Metadata, MetaValue, Peer, Reply
 from edge.config.gateway import Limits
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
@@ -83,6 +83,7 @@ from edge.grpc_wire import (
     parse_timeout,
 )
 from edge.http2 import H2Protocol, StreamClosed, StreamRefused
+from edge.pipeline.trace import trace_id
 
 log = logging.getLogger("edge.grpc")
 
@@ -227,7 +228,7 @@ class GrpcH2Connection(H2Protocol):
         stream.timeout = timeout
         if method != "POST" or not content_type.startswith("application/grpc"):
             with suppress(StreamClosed):  # the caller reset the stream in the same read
-                self._refuse_http(stream_id, 405 if method != "POST" else 415)
+                self._refuse_http(stream, method, 405 if method != "POST" else 415)
             return
         problem = self._headers_problem(len(event.headers) - pseudo, longest)
         if problem is None and encoding is not None and encoding not in ENCODINGS:
@@ -424,13 +425,13 @@ class GrpcH2Connection(H2Protocol):
         await self.door.refuse(stream, denial)
         self.reset(stream.id, ErrorCodes.NO_ERROR)
 
-    def _refuse_http(self, stream_id: int, status: int) -> None:
+    def _refuse_http(self, stream: GrpcStream, method: str, status: int) -> None:
+        """A request that is not gRPC: an HTTP status with a grpc-status, audited as the HTTP door audits what it cannot parse."""
+        code = Status.UNIMPLEMENTED if status == 405 else Status.INTERNAL
         message = "gRPC calls are POST requests" if status == 405 else "content-type must be application/grpc"
-        head = [
-            (":status", str(status)),
-            ("grpc-status", STATUS_TEXT[Status.UNIMPLEMENTED if status == 405 else Status.INTERNAL]),
-        ]
-        self.send_headers(stream_id, [*head, ("grpc-message", message)], end_stream=True)
+        self.door.audit_refusal(stream, method, Denial(code, message, http=status))
+        head = [(":status", str(status)), ("grpc-status", STATUS_TEXT[code]), ("grpc-message", message)]
+        self.send_headers(stream.id, head, end_stream=True)
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         with suppress(Exception):
@@ -507,6 +508,14 @@ class GrpcH2Door:
         call = stream.call = self._call(stream)
         call.body = _counted(stream.requests(), call)
         await self.pipeline.run(call, self.forward, stream.deliver)
+
+    def audit_refusal(self, stream: GrpcStream, method: str, denial: Denial) -> None:
+        """The audit record of a request the door answered without a pipeline (it was not a gRPC call)."""
+        call = self._call(stream)
+        call.method = method
+        call.trace_id = trace_id(call.metadata)
+        call.rejected = denial
+        self.pipeline.audit.record(call, Reply.local(denial))
 
     async def refuse(self, stream: GrpcStream, denial: Denial) -> None:
         """Answer a call with `denial` through the pipeline, which runs no stage and writes its audit record."""
