@@ -146,7 +146,7 @@ async def test_unary_carries_metadata_both_ways(make_upstream: MakeUpstream, ech
     assert seen["x-echo-blob-bin"] == b"\x00\xff\x01="
     assert (seen["x-forwarded-for"], seen["x-request-id"]) == ("1.1.1.1, 10.1.2.3", "req-1")
     remaining = echo.seen.remaining[0]
-    assert remaining is not None and 5 < remaining <= 10
+    assert remaining is not None and 5 < remaining <= 10.5  # grpc-core "may round up" a grpc-timeout it encodes
 
 
 @pytest.mark.parametrize("initial", [False, True], ids=["trailers-only", "headers-then-trailers"])
