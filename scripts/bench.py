@@ -55,6 +55,7 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float = float("nan")  # CPU of the gateway's process tree per request (workers and sealing processes)
 
 
 # ---------------------------------------------------------------- processes
@@ -107,6 +108,23 @@ def children(pid: int) -> list[int]:
         text = (task / "children").read_text().split()
         found += [int(p) for p in text]
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user and system) of a process and every process under it; ones gone since are not counted."""
+    ticks = 0
+    for member in [pid, *descendants(pid)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -387,18 +405,25 @@ def check_grpc(port: int, token: str) -> None:
 # ---------------------------------------------------------------- runs and table
 
 
-def run_cases(cases: dict[str, Measure], rounds: int) -> list[Result]:
-    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
+def run_cases(
+    cases: dict[str, Measure], rounds: int, billed: dict[str, int] | None = None, duration: float = 0.0
+) -> list[Result]:
+    """Each case once a round, in turn; medians. `billed` names the gateway (pid) whose CPU a case's requests cost.
+
+    CPU per request is steadier than req/s on a shared machine: it does not
+    move with what else the cores are doing, only with what the gateway does.
+    """
+    billed = billed or {}
+    samples: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, case in cases.items():
-            samples[name].append(case())
+            pid = billed.get(name)
+            before = tree_cpu(pid) if pid else 0.0
+            rps, p50, p99 = case()
+            cpu = (tree_cpu(pid) - before) / (rps * duration) * 1e6 if pid and rps and duration else float("nan")
+            samples[name].append((rps, p50, p99, cpu))
     return [
-        Result(
-            name,
-            statistics.median(r[0] for r in runs),
-            statistics.median(r[1] for r in runs),
-            statistics.median(r[2] for r in runs),
-        )
+        Result(name, *(statistics.median(r[i] for r in runs) for i in range(4)))
         for name, runs in samples.items()
     ]
 
@@ -406,11 +431,13 @@ def run_cases(cases: dict[str, Measure], rounds: int) -> list[Result]:
 def print_table(results: list[Result], peers: dict[str, str]) -> None:
     """`peers` maps a case to the case its ratio is taken against."""
     rates = {r.name: r.rps for r in results}
-    print(f"\n{'case':<56} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  ratio")
+    print(f"\n{'case':<56} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>7}  ratio")
     for r in results:
         peer = peers.get(r.name)
         ratio = f"{r.rps / rates[peer]:.2f}x {peer}" if peer else ""
-        print(f"{r.name:<56} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}  {ratio}")
+        cpu = f"{r.cpu_us:>7.0f}" if r.cpu_us == r.cpu_us else f"{'':>7}"
+        print(f"{r.name:<56} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {cpu}  {ratio}")
+    print("(CPU us: the edge gateway's processes, workers and sealing processes, per request)")
 
 
 def verdict(name: str, value: float, target: float, above: bool, unit: str = "") -> str:
@@ -660,7 +687,18 @@ def main() -> int:
         if args.only:
             wanted = args.only.split(",")
             cases = {k: v for k, v in cases.items() if any(w in k for w in wanted)}
-        results = run_cases(cases, args.rounds)
+        gateway_of = {
+            "proxy": "edge",
+            "proxy_h1": "edge_h1",
+            "full": "full",
+            "full_h1": "full_h1",
+            "cold": "full",
+            "redis": "redis_full",
+            "grpc_edge": "grpc_edge",
+            "grpc_edge_grpcio": "grpc_edge_grpcio",
+        }
+        billed = {names[case]: gateways[gateway].pid for case, gateway in gateway_of.items()}
+        results = run_cases(cases, args.rounds, billed, d)
         peers = {
             names["limit"]: names["peer"],
             names["proxy"]: names["peer"],
