@@ -66,7 +66,7 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from edge.call import Call, Denial, Metadata, MetaValue, Peer, Reply
+from edge.call import Call, Denial, Metadata, MetaValue, Peer
 from edge.config.gateway import Limits
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
@@ -83,7 +83,6 @@ from edge.grpc_wire import (
     parse_timeout,
 )
 from edge.http2 import H2Protocol, StreamClosed, StreamRefused
-from edge.pipeline.trace import trace_id
 
 log = logging.getLogger("edge.grpc")
 
@@ -513,9 +512,7 @@ class GrpcH2Door:
         """The audit record of a request the door answered without a pipeline (it was not a gRPC call)."""
         call = self._call(stream)
         call.method = method
-        call.trace_id = trace_id(call.metadata)
-        call.rejected = denial
-        self.pipeline.audit.record(call, Reply.local(denial))
+        self.pipeline.refused(call, denial)
 
     async def refuse(self, stream: GrpcStream, denial: Denial) -> None:
         """Answer a call with `denial` through the pipeline, which runs no stage and writes its audit record."""

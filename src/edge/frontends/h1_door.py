@@ -30,7 +30,6 @@ from edge.frontends.http import JSON, HttpDoor, add_stage_headers, error_body
 from edge.ids import caller_request_id
 from edge.ids import request_id as new_request_id
 from edge.paths import PathError, canonical_path
-from edge.pipeline.trace import trace_id
 from edge.routes import route_http_call
 
 log = logging.getLogger("edge.http")
@@ -77,9 +76,7 @@ class H1Door:
             scheme=self.scheme,
             request_id=new_request_id(),
         )
-        call.trace_id = trace_id(call.metadata)
-        call.rejected = Denial(code, message, http=status)
-        self.pipeline.audit.record(call, Reply.local(call.rejected))
+        self.pipeline.refused(call, Denial(code, message, http=status))
         return parse_error_reply(status, code, message, call.request_id)
 
     def _call(self, request: H1Request, connection: H1Connection) -> Call:

@@ -86,6 +86,12 @@ class Pipeline:
         finally:
             self.audit.record(call, reply)
 
+    def refused(self, call: Call, denial: Denial) -> None:
+        """Audit a request its door answered without running the pipeline (unparseable, or not a call of the door)."""
+        call.trace_id = call.trace_id or trace_id(call.metadata)
+        call.rejected = denial
+        self.audit.record(call, Reply.local(denial))
+
     def _refusal(self, call: Call) -> Reply | None:
         """The local reply to a call no stage needs to see: rejected by its door, unrouted, or regulated while audit cannot keep it."""
         if call.rejected is not None:
