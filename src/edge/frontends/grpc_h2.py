@@ -48,7 +48,8 @@ cost a read's worth of CPU and are bounded like any other frame.
 
 Each call is a `GrpcStream` (grpc_stream.py: its messages, flow control and
 reply); a unary call's second message ends it. When a stream ends, whatever
-window it had not returned is.
+window it had not returned is. What a stream becomes, a call through the
+pipeline or one of the gateway's own services, is grpc_h2_door.py's.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
@@ -66,11 +66,12 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from edge.call import Call, Denial, Metadata, MetaValue, Peer
+from edge.call import Denial, Metadata, MetaValue, Peer
 from edge.config.gateway import Limits
 from edge.deadlines import Deadlines
 from edge.errors import EdgeError, Status
-from edge.frontends.grpc import GrpcDoor, denial_trailers, grpc_call, method_kind
+from edge.frontends.grpc import GrpcDoor, denial_trailers
+from edge.frontends.grpc_h2_door import GrpcH2Door
 from edge.frontends.grpc_stream import STATUS_TEXT, GrpcStream
 from edge.frontends.open_connections import OpenConnections
 from edge.frontends.own_services import OwnServices
@@ -79,7 +80,6 @@ from edge.grpc_wire import (
     ENCODINGS,
     Deframer,
     WireError,
-    decode_value,
     parse_timeout,
 )
 from edge.http2 import H2Protocol, StreamClosed, StreamRefused
@@ -463,68 +463,6 @@ def _peer(transport: asyncio.BaseTransport, tls: bool) -> Peer:
     if isinstance(address, tuple) and len(address) >= 2:
         return Peer(str(address[0]), int(address[1]), certificate)
     return Peer("unknown", 0, certificate)
-
-
-class GrpcH2Door:
-    """What a stream becomes: a routed `Call` through the pipeline, or one of the gateway's own services."""
-
-    def __init__(self, door: GrpcDoor, own: OwnServices) -> None:
-        self.table = door.table
-        self.pipeline = door.pipeline
-        self.forward = door.forward
-        self.forwarding = door.forwarding
-        self.registry = door.registry
-        self.scheme = door.scheme
-        self.own = own
-
-    def binary(self, name: str, value: str) -> MetaValue:
-        """A `-bin` value as bytes; one that is not base64 is kept as its text's bytes rather than failing the call."""
-        try:
-            return decode_value(name, value)
-        except WireError:
-            return value.encode()
-
-    def handler(self, path: str) -> Any:
-        return self.own.handler(path)
-
-    def kind(self, path: str) -> tuple[bool, bool]:
-        return method_kind(self.registry, path)
-
-    def _call(self, stream: GrpcStream) -> Call:
-        connection = stream.connection
-        return grpc_call(
-            self.table, self.forwarding, self.scheme, stream.path, stream.metadata, connection.peer, stream.timeout
-        )
-
-    async def unary_call(self, stream: GrpcStream, message: bytes) -> None:
-        call = stream.call = self._call(stream)
-        call.body = message
-        call.bytes_in = len(message)
-        call.unary = True
-        await self.pipeline.run(call, self.forward, stream.deliver)
-
-    async def stream(self, stream: GrpcStream) -> None:
-        call = stream.call = self._call(stream)
-        call.body = _counted(stream.requests(), call)
-        await self.pipeline.run(call, self.forward, stream.deliver)
-
-    def audit_refusal(self, stream: GrpcStream, method: str, denial: Denial) -> None:
-        """The audit record of a request the door answered without a pipeline (it was not a gRPC call)."""
-        call = self._call(stream)
-        call.method = method
-        self.pipeline.refused(call, denial)
-
-    async def refuse(self, stream: GrpcStream, denial: Denial) -> None:
-        """Answer a call with `denial` through the pipeline, which runs no stage and writes its audit record."""
-        call = stream.call = self._call(stream)
-        call.rejected = denial
-        await self.pipeline.run(call, self.forward, stream.deliver)
-
-
-async def _counted(messages: AsyncIterator[bytes], call: Call) -> AsyncIterator[bytes]:
-    async for message in messages:
-        call.bytes_in += len(message)
-        yield message
 
 
 class GrpcH2Listener:
