@@ -422,10 +422,7 @@ def run_cases(
             rps, p50, p99 = case()
             cpu = (tree_cpu(pid) - before) / (rps * duration) * 1e6 if pid and rps and duration else float("nan")
             samples[name].append((rps, p50, p99, cpu))
-    return [
-        Result(name, *(statistics.median(r[i] for r in runs) for i in range(4)))
-        for name, runs in samples.items()
-    ]
+    return [Result(name, *(statistics.median(r[i] for r in runs) for i in range(4))) for name, runs in samples.items()]
 
 
 def print_table(results: list[Result], peers: dict[str, str]) -> None:
@@ -520,6 +517,24 @@ def profile(config: Path, url: str, token: str, folder: Path, duration: float) -
     return lines
 
 
+def hot_path_state() -> str | None:
+    """What the gateways will run (compiled or plain Python), or None after saying which sources are stale."""
+    from edge import hot_path
+
+    edited = hot_path.stale(ROOT / "src")
+    if edited:
+        print(f"edited after scripts/compile built them: {', '.join(map(str, edited))}; run scripts/compile")
+        return None
+    said = subprocess.run(
+        [PYTHON, "-c", "import edge.server; from edge import hot_path; print(hot_path.describe())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return said.stdout.strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=5)
@@ -542,6 +557,9 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is missing: run scripts/bench (it installs it)", file=sys.stderr)
             return 1
+    compiled = hot_path_state()
+    if compiled is None:
+        return 1
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -781,7 +799,7 @@ def main() -> int:
             print("\n".join(profile(single, f"http://127.0.0.1:{port}{PATH}", token, folder, max(d, 5))))
         print("\ntargets")
         print("\n".join(checks))
-        print(f"\n(run took {time.monotonic() - started:.0f} s; setup {ready - started:.0f} s)")
+        print(f"\n(run took {time.monotonic() - started:.0f} s; setup {ready - started:.0f} s; {compiled})")
     return 0
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from edge import hot_path
 from edge.config import load
 from edge.server import Gateway
 
@@ -20,6 +21,14 @@ StartBackend = Callable[[web.Application], Awaitable[str]]
 
 ENGINES = ("aiohttp", "httptools")
 BOTH_ENGINES = ("tests.frontends.", "tests.test_reload")  # modules whose tests run once per HTTP server engine
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale build: Python would import the old extension, not the edited source."""
+    edited = hot_path.stale(Path(__file__).resolve().parents[1] / "src")
+    if edited:
+        names = ", ".join(str(path) for path in edited)
+        pytest.exit(f"edited after scripts/compile built them: {names}; run scripts/compile", returncode=2)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -21,6 +21,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from edge import hot_path
 from edge.call import Call, Reply
 from edge.config import ConfigError, Settings, load_routes
 from edge.config.gateway import Listener
@@ -148,6 +149,7 @@ class Gateway:
             await self._serve("http", listeners.http, door, stack)
         if listeners.grpc is not None:
             await self._serve_grpc(listeners.grpc, stack)
+        log.info("%s", hot_path.describe())
         if listeners.admin is not None:
             runner = web.AppRunner(admin_app(self, gateway_registry(self)), access_log=None)
             await runner.setup()

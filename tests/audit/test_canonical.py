@@ -10,21 +10,20 @@ import datetime
 import enum
 import hashlib
 import marshal
-import time
-import types
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from edge.call import Call, Denial, Metadata, Peer, Principal, Reply, Status
 from edge.config.audit import Spool as SpoolConfig
 from edge.pipeline.audit import AuditLog, FileSink
-from edge.pipeline.audit.chain import Chain, canonical, encode, line_hash
+from edge.pipeline.audit.chain import Chain, _negative_exponent, canonical, encode, line_hash
 from edge.pipeline.audit.delivery import Delivery
-from edge.pipeline.audit.record import finish
+from edge.pipeline.audit.record import RECORD_FIELDS, finish
 from edge.pipeline.audit.verify import Line, verify_lines
 from edge.pipeline.audit.writer import ChainWriter
 from edge.routes import Route
@@ -123,12 +122,10 @@ def test_lines_orjson_writes_differently_or_falls_back_for_still_verify(value: A
 
 
 @pytest.mark.parametrize("text", ["edge-node-1", "price-svc", "2024-10-03T12:00:00.000Z", "the e-mail", "-e-"])
-def test_text_with_hyphens_is_encoded_by_orjson_not_the_slow_encoder(
-    text: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_text_with_hyphens_is_encoded_by_orjson_not_the_slow_encoder(text: str) -> None:
     record = {"instance": text, "latency_ms": 0.023, "bytes": 10**6}
     expected = canonical(record).encode()
-    monkeypatch.setattr("edge.pipeline.audit.chain.canonical", lambda record: pytest.fail("fell back to json.dumps"))
+    assert not _negative_exponent(orjson.dumps(record)), "would fall back to json.dumps"
     assert encode(record) == expected
 
 
@@ -173,15 +170,20 @@ def sample_calls() -> list[tuple[Call, Reply | None]]:
     return [(routed, Reply.local(Denial(Status.PERMISSION_DENIED, "not allowed: é", 403))), (bare, None)]
 
 
-@pytest.fixture
-def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = types.SimpleNamespace(
-        time=lambda: 1_700_000_000.5, monotonic=lambda: 100.25, strftime=time.strftime, gmtime=time.gmtime
-    )
-    monkeypatch.setattr("edge.pipeline.audit.record.time", clock)
+def pin_clock(audit: AuditLog) -> None:
+    """Pin the time and latency of the records waiting in `audit`, as if the clock read 1_700_000_000.5 s and 100.25 s.
+
+    Set in the records rather than by patching `time` in `record.py`, which
+    is compiled (scripts/compiled-modules) and would not see the patch.
+    """
+    at, latency = RECORD_FIELDS.index("time"), RECORD_FIELDS.index("latency_ms")
+    started = [call.started for call, _ in sample_calls()]
+    for n, record in enumerate(audit._pending):
+        pinned = list(record)
+        pinned[at], pinned[latency] = 1_700_000_000.5, round((100.25 - started[n]) * 1000, 3)
+        audit._pending[n] = tuple(pinned)
 
 
-@pytest.mark.usefixtures("frozen_clock")
 async def test_calls_through_the_audit_log_seal_to_the_lines_they_always_did(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     writer = ChainWriter("gw-1", [Delivery(FileSink(path), None, SpoolConfig(path=tmp_path))])
@@ -189,15 +191,16 @@ async def test_calls_through_the_audit_log_seal_to_the_lines_they_always_did(tmp
     await audit.start()
     for call, reply in sample_calls():
         audit.record(call, reply)
+    pin_clock(audit)
     await audit.aclose()
     assert path.read_text().splitlines() == SEALED
 
 
-@pytest.mark.usefixtures("frozen_clock")
 def test_what_the_sealing_process_unmarshals_seals_to_the_same_lines() -> None:
     audit = AuditLog(ChainWriter("gw-1", []), instance="gw-1")
     for call, reply in sample_calls():
         audit.record(call, reply)
+    pin_clock(audit)
     batch = marshal.loads(marshal.dumps(audit._pending))
     chain = Chain()
     assert [chain.seal(finish(record)).line for record in batch] == SEALED

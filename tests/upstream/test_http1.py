@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from edge.errors import UpstreamUnavailable
-from edge.upstream.http1 import HEAD_LIMIT, OriginPool, ProtocolFailure
+from edge.upstream.http1 import HEAD_LIMIT, OriginPool
 from edge.upstream.http1_body import BODY_BUFFER, BodyStream
+from edge.upstream.http1_errors import ProtocolFailure
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -106,8 +106,8 @@ class H1Door:
             call.path = canonical_path(raw_path)
             route_http_call(self.door.table.current, call)
             call.body = self._body(request, call)
-        except PathError as error:
-            call.rejected = Denial(Status.INVALID_ARGUMENT, f"bad path: {error}")
+        except PathError as bad:
+            call.rejected = Denial(Status.INVALID_ARGUMENT, f"bad path: {bad}")
         except EdgeError as error:
             call.rejected = Denial.from_error(error)
         return call

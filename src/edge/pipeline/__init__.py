@@ -43,7 +43,7 @@ AUDIT_UNAVAILABLE = "the audit trail cannot take this call now (regulated route)
 
 class Pipeline:
     def __init__(self, stages: Sequence[Stage], audit: AuditLog) -> None:
-        self.stages = stages
+        self.stages = tuple(stages)
         self.audit = audit
 
     @property
@@ -51,7 +51,7 @@ class Pipeline:
         return self._stages
 
     @stages.setter
-    def stages(self, stages: Sequence[Stage]) -> None:
+    def stages(self, stages: tuple[Stage, ...]) -> None:
         self._stages = tuple(stages)
         self._steps = tuple((getattr(stage, "decide_now", None), stage) for stage in self._stages)
 

@@ -23,7 +23,8 @@ from edge.deadlines import Deadlines
 from edge.errors import EdgeError, UpstreamTimeout, UpstreamUnavailable
 from edge.tls import client_context
 from edge.upstream.endpoints import Endpoints
-from edge.upstream.http1 import HOP_BY_HOP, ConnectFailed, OriginPool, Response
+from edge.upstream.http1 import HOP_BY_HOP, OriginPool, Response
+from edge.upstream.http1_errors import ConnectFailed
 
 log = logging.getLogger("edge.upstream.http")
 

@@ -26,7 +26,7 @@ httptools cannot be told that a response answers HEAD, so the connection of
 a HEAD response is closed instead of reused.
 
 Errors are plain `OSError`s, `TimeoutError`, `ConnectFailed` (nothing was
-sent) and `ProtocolFailure`; `upstream/http.py` maps them, except a streamed
+sent) and `ProtocolFailure` (`http1_errors.py`); `upstream/http.py` maps them, except a streamed
 body breaking off, which `BodyStream` reports as UNAVAILABLE where it happens.
 """
 
@@ -45,6 +45,7 @@ import httptools
 from edge.backpressure import WriteBackpressure
 from edge.coalescing import WriteCoalescer
 from edge.upstream.http1_body import BodyStream
+from edge.upstream.http1_errors import ConnectFailed, ProtocolFailure, StaleConnection
 
 HEAD_LIMIT = 64 * 1024
 SMALL_BODY = 64 * 1024
@@ -63,18 +64,6 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization",
     }
 )
-
-
-class ConnectFailed(OSError):
-    """The connection could not be made: nothing reached the upstream."""
-
-
-class StaleConnection(OSError):
-    """A kept-alive connection ended before any byte of an answer: the upstream closed it while idle."""
-
-
-class ProtocolFailure(OSError):
-    """The upstream's answer is not HTTP/1.1 this client can read."""
 
 
 class _HeadTooLarge(Exception):

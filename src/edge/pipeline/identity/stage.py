@@ -28,6 +28,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from edge.call import Call, Denial, Metadata
 from edge.config import ConfigError
@@ -239,7 +240,7 @@ class StrippedNames(dict[str, bool]):
     first `MAX_NAMES` are kept; the rest are decided each time.
     """
 
-    MAX_NAMES = 1024
+    MAX_NAMES: Final = 1024
 
     def __init__(self, prefixes: tuple[str, ...], names: frozenset[str]) -> None:
         super().__init__()
@@ -248,7 +249,7 @@ class StrippedNames(dict[str, bool]):
 
     def __missing__(self, name: str) -> bool:
         stripped = name.startswith(self.prefixes) or name in self.names
-        if len(self) < self.MAX_NAMES:
+        if len(self) < StrippedNames.MAX_NAMES:
             self[name] = stripped
         return stripped
 
