@@ -120,10 +120,10 @@ def listeners(monkeypatch: pytest.MonkeyPatch) -> list[GrpcH2Listener]:
     """The h2 listeners the test's gateways start, to look at their connections from the server's side."""
     started: list[GrpcH2Listener] = []
 
-    class Recorded(GrpcH2Listener):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            started.append(self)
+    def recorded(*args: Any) -> GrpcH2Listener:
+        listener = GrpcH2Listener(*args)
+        started.append(listener)
+        return listener
 
-    monkeypatch.setattr(edge.server, "GrpcH2Listener", Recorded)
+    monkeypatch.setattr(edge.server, "GrpcH2Listener", recorded)
     return started
