@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def compiled() -> list[str]:
-    """The loaded `edge` modules that came from an extension module."""
+    """The loaded modules of edge (and its policy client) that came from an extension module."""
     return sorted(name for name, path in _edge_files() if path.name.endswith(_EXTENSIONS))
 
 
@@ -38,8 +38,9 @@ def describe() -> str:
 
 
 _EXTENSIONS = tuple(EXTENSION_SUFFIXES)
+_PACKAGES = frozenset({"edge", "policy_client"})
 
 
 def _edge_files() -> list[tuple[str, Path]]:
     loaded = [(name, getattr(module, "__file__", None)) for name, module in list(sys.modules.items())]
-    return [(name, Path(file)) for name, file in loaded if file and (name == "edge" or name.startswith("edge."))]
+    return [(name, Path(file)) for name, file in loaded if file and name.partition(".")[0] in _PACKAGES]
