@@ -16,7 +16,7 @@ from pathlib import Path
 
 def compiled() -> list[str]:
     """The loaded modules of edge (and its policy client) that came from an extension module."""
-    return sorted(name for name, path in _edge_files() if path.name.endswith(_EXTENSIONS))
+    return sorted(name for name, path in _our_files() if path.name.endswith(_EXTENSIONS))
 
 
 def stale(root: Path) -> list[Path]:
@@ -41,6 +41,6 @@ _EXTENSIONS = tuple(EXTENSION_SUFFIXES)
 _PACKAGES = frozenset({"edge", "policy_client"})
 
 
-def _edge_files() -> list[tuple[str, Path]]:
+def _our_files() -> list[tuple[str, Path]]:
     loaded = [(name, getattr(module, "__file__", None)) for name, module in list(sys.modules.items())]
     return [(name, Path(file)) for name, file in loaded if file and name.partition(".")[0] in _PACKAGES]

@@ -52,7 +52,7 @@ class Pipeline:
 
     @stages.setter
     def stages(self, stages: tuple[Stage, ...]) -> None:
-        self._stages = tuple(stages)
+        self._stages = stages
         self._steps = tuple((getattr(stage, "decide_now", None), stage) for stage in self._stages)
 
     async def run(self, call: Call, forward: Forward, deliver: Deliver) -> None:
