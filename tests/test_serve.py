@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -68,6 +69,10 @@ async def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path, start_backend
             await process.wait()
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(r["path"], r["status"]) for r in records] == [("/slow", 200)]
+    assert process.stderr is not None
+    said = (await asyncio.wait_for(process.stderr.read(), 5)).decode()
+    compiled = os.environ.get("EDGE_COMPILE") != "0"
+    assert ("modules compiled with mypyc" if compiled else "hot path: plain Python") in said
 
 
 async def test_sighup_reloads_routes(tmp_path: Path, start_backend: StartBackend) -> None:
