@@ -14,7 +14,9 @@ trailers or a trailers-only answer, the spec's mapping of HTTP answers and
 RST_STREAM codes to statuses), connecting and endpoint choice (`_Origin`),
 retrying a stream the server never saw (GOAWAY, REFUSED_STREAM: up to
 `REFUSED_RETRIES` times, as grpc-core retries such streams transparently;
-grpc-core servers refuse streams for a moment after the limit freed up), and
+grpc-core servers refuse streams for a moment after the limit freed up, a
+moment that grows with their load, so each retry waits twice as long as the
+one before from `REFUSED_BACKOFF`, within the call's deadline), and
 flow control that follows the consumer of a streamed reply. The HTTP/2
 connection itself (stream table, MAX_CONCURRENT_STREAMS, GOAWAY, keepalive,
 deadlines) is `h2_client.H2ClientConnection`; the wire pieces are
@@ -56,6 +58,7 @@ log = logging.getLogger("edge.upstream.grpc")
 USER_AGENT = f"edge/{__version__}"
 PATH_CACHE_SIZE = 4096
 REFUSED_RETRIES = 5
+REFUSED_BACKOFF = 0.005  # seconds before the first retry of a refused stream; doubled for each next one
 
 
 class GrpcH2Upstream:
@@ -94,6 +97,7 @@ class GrpcH2Upstream:
             if not (exchange.refused and attempt < REFUSED_RETRIES and isinstance(body, bytes)):
                 return reply
             log.debug("upstream %s refused a stream before answering; retrying it", self.name)
+            await asyncio.sleep(min(REFUSED_BACKOFF * 2**attempt, max(0.0, when - loop.time())))
         raise AssertionError("unreachable")
 
     async def _unary(self, conn: H2ClientConnection, exchange: GrpcExchange, headers: bytes, body: bytes) -> Reply:
