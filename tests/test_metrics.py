@@ -123,7 +123,8 @@ async def test_scrape_counts_calls_denials_audit_and_caches(
             async with session.get(url, headers=headers) as response:
                 statuses.append(response.status)
         assert statuses == [200, 429, 401, 403, 404]
-        samples = await scrape_when(session, edge, "edge_requests_total", 5)
+        # tallied when a batch is handed to the sealing process, counted written when it replies: the later one
+        samples = await scrape_when(session, edge, "edge_audit_records_written_total", 5)
 
     for status, count in [("200", 1), ("429", 1), ("401", 1), ("403", 1)]:
         assert (
