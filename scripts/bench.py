@@ -521,9 +521,9 @@ def hot_path_state() -> str | None:
     """What the gateways will run (compiled or plain Python), or None after saying which sources are stale."""
     from edge import hot_path
 
-    edited = hot_path.stale(ROOT / "src")
-    if edited:
-        print(f"edited after scripts/compile built them: {', '.join(map(str, edited))}; run scripts/compile")
+    notice = hot_path.stale_notice(ROOT / "src")
+    if notice:
+        print(notice)
         return None
     said = subprocess.run(
         [PYTHON, "-c", "import edge.server; from edge import hot_path; print(hot_path.describe())"],

@@ -25,10 +25,9 @@ BOTH_ENGINES = ("tests.frontends.", "tests.test_reload")  # modules whose tests 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to test a stale build: Python would import the old extension, not the edited source."""
-    edited = hot_path.stale(Path(__file__).resolve().parents[1] / "src")
-    if edited:
-        names = ", ".join(str(path) for path in edited)
-        pytest.exit(f"edited after scripts/compile built them: {names}; run scripts/compile", returncode=2)
+    notice = hot_path.stale_notice(Path(__file__).resolve().parents[1] / "src")
+    if notice:
+        pytest.exit(notice, returncode=2)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

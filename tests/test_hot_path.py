@@ -38,3 +38,9 @@ def test_a_source_edited_after_its_build_is_named_stale(tmp_path: Path) -> None:
     os.utime(built, (past, past))
     os.utime(package / "routes.py", (past, past))
     assert hot_path.stale(tmp_path) == [package / "call.py"]
+    assert (
+        hot_path.stale_notice(tmp_path)
+        == f"edited after scripts/compile built them: {package / 'call.py'}; run scripts/compile"
+    )
+    os.utime(package / "call.py", (past - 60, past - 60))
+    assert hot_path.stale_notice(tmp_path) is None

@@ -29,6 +29,14 @@ def stale(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def stale_notice(root: Path) -> str | None:
+    """What to tell someone about to test or measure a stale build under `root`, or None when it is fresh."""
+    edited = stale(root)
+    if not edited:
+        return None
+    return f"edited after scripts/compile built them: {', '.join(map(str, edited))}; run scripts/compile"
+
+
 def describe() -> str:
     """One line for the start-up log."""
     names = compiled()
